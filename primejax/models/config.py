@@ -152,30 +152,30 @@ class ModelConfig:
         partial = _rope_dict(hf).get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
         if partial not in (None, 1, 1.0):
             raise ConfigError(f"partial_rotary_factor={partial!r} is not supported (only 1.0)")
-        values = dict(
-            model_type=model_type,
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["hidden_size"],
-            intermediate_size=hf["intermediate_size"],
-            num_layers=num_layers,
-            num_heads=num_heads,
-            num_kv_heads=hf.get("num_key_value_heads") or num_heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
-            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope=_parse_rope(hf),
-            max_position_embeddings=hf.get("max_position_embeddings", 32768 if model_type == "qwen2" else 2048),
-            qkv_bias=qkv_bias,
-            o_bias=o_bias,
-            mlp_bias=mlp_bias,
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            hidden_act=hf.get("hidden_act", "silu"),
-            sliding_windows=_parse_sliding_windows(hf, model_type, num_layers),
-            initializer_range=float(hf.get("initializer_range", 0.02)),
-            bos_token_id=hf.get("bos_token_id"),
-            eos_token_ids=_as_id_tuple(hf.get("eos_token_id")),
-            pad_token_id=hf.get("pad_token_id"),
-            dtype=_parse_dtype(hf.get("dtype", hf.get("torch_dtype"))),
-        )
+        values = {
+            "model_type": model_type,
+            "vocab_size": hf["vocab_size"],
+            "hidden_size": hf["hidden_size"],
+            "intermediate_size": hf["intermediate_size"],
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "num_kv_heads": hf.get("num_key_value_heads") or num_heads,
+            "head_dim": hf.get("head_dim") or hf["hidden_size"] // num_heads,
+            "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+            "rope": _parse_rope(hf),
+            "max_position_embeddings": hf.get("max_position_embeddings", 32768 if model_type == "qwen2" else 2048),
+            "qkv_bias": qkv_bias,
+            "o_bias": o_bias,
+            "mlp_bias": mlp_bias,
+            "tie_word_embeddings": bool(hf.get("tie_word_embeddings", False)),
+            "hidden_act": hf.get("hidden_act", "silu"),
+            "sliding_windows": _parse_sliding_windows(hf, model_type, num_layers),
+            "initializer_range": float(hf.get("initializer_range", 0.02)),
+            "bos_token_id": hf.get("bos_token_id"),
+            "eos_token_ids": _as_id_tuple(hf.get("eos_token_id")),
+            "pad_token_id": hf.get("pad_token_id"),
+            "dtype": _parse_dtype(hf.get("dtype", hf.get("torch_dtype"))),
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -241,8 +241,11 @@ def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _rope_dict(hf: dict[str, Any]) -> dict[str, Any]:
-    """The RoPE parameters of either layout as one flat dict (may be empty)."""
-    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    """The RoPE parameters of either layout as one flat dict (may be empty).
+
+    As in transformers, a non-empty `rope_scaling` takes precedence over `rope_parameters`.
+    """
+    params = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
     if not isinstance(params, dict):
         raise ConfigError(f"rope_parameters={params!r} must be a dict")
     if params and all(isinstance(v, dict) for v in params.values()):

@@ -32,6 +32,9 @@ from primejax.models import (
 )
 
 
+_forward = jax.jit(forward, static_argnames="config")
+
+
 def random_batch(vocab_size: int, batch: int = 4, length: int = 48, seed: int = 0):
     """Random tokens [batch, length] and a left-padding mask whose pad lengths differ per row."""
     rng = np.random.default_rng(seed)
@@ -65,9 +68,7 @@ def primejax_logits(config: ModelConfig, params, tokens: np.ndarray, mask: np.nd
     segment_ids = jnp.asarray(mask, jnp.int32)
     positions = positions_from_segment_ids(segment_ids)
     with jax.default_matmul_precision("highest"):
-        logits, _ = jax.jit(forward, static_argnames="config")(
-            params, jnp.asarray(tokens, jnp.int32), positions, segment_ids, config=config
-        )
+        logits, _ = _forward(params, jnp.asarray(tokens, jnp.int32), positions, segment_ids, config=config)
     return np.asarray(logits)
 
 
