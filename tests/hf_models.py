@@ -39,6 +39,13 @@ CASES = {
         "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 24, "max_position_embeddings": 32,
         "rope_theta": 500000.0, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0},
     }),
+    # Llama with LongRoPE, its long factors in use past the original length of 16.
+    "llama_longrope": ("llama", {
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": 16,
+                         "long_factor": [1.0 + 0.5 * i for i in range(8)],
+                         "short_factor": [1.0 + 0.1 * i for i in range(8)]},
+    }),
 }
 
 

@@ -107,6 +107,9 @@ def test_both_config_layouts_read_the_same():
     llama_v5 = {k: v for k, v in llama_legacy.items() if k not in ("rope_theta", "rope_scaling", "torch_dtype")}
     llama_v5.update(dtype="bfloat16", rope_parameters={**llama_legacy["rope_scaling"], "rope_theta": 500000.0})
     assert ModelConfig.from_hf_dict(llama_legacy) == ModelConfig.from_hf_dict(llama_v5)
+    # A top-level original_max_position_embeddings wins over the scaling dict's, as in transformers.
+    top_level = ModelConfig.from_hf_dict({**llama_legacy, "original_max_position_embeddings": 4096})
+    assert top_level.rope.get("original_max_position_embeddings") == 4096
     # The oldest scaling key, "type", still reads.
     linear = {**llama_legacy, "rope_scaling": {"type": "linear", "factor": 2.0}}
     assert ModelConfig.from_hf_dict(linear).rope.rope_type == "linear"
@@ -139,8 +142,10 @@ def _edit_config(path, **changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"model_type": "gpt2"}, "model_type='gpt2' is not supported"),
-    ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_type='longrope' is not supported"),
+    ({"rope_scaling": {"rope_type": "mrope", "factor": 2.0}}, "rope_type='mrope' is not supported"),
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs 'low_freq_factor'"),
+    ({"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0] * 3, "short_factor": [1.0] * 3}},
+     "longrope long_factor has 3 entries, expected head_dim / 2 = 8"),
     ({"num_key_value_heads": 3}, "num_heads=4 must be a multiple of num_kv_heads=3"),
     ({"hidden_act": "swish2"}, "hidden_act='swish2'"),
     ({"dtype": "int8"}, "dtype='int8'"),

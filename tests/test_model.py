@@ -33,7 +33,9 @@ def test_logits_match_transformers_on_left_padded_batch(hf_checkpoint, name):
     assert max_abs_diff(ours, theirs, mask) < ATOL
 
 
-@pytest.mark.parametrize("name", ["qwen2_mha_sliding", "qwen2_tied_gqa4_yarn", "llama_gqa2_llama3"])
+# Dynamic NTK and LongRoPE pick their frequencies per call from the largest position, so cached
+# and full passes differ (in transformers too).
+@pytest.mark.parametrize("name", [n for n in hf_models.CASES if "dynamic" not in n and "longrope" not in n])
 def test_prefill_then_decode_equals_full_forward(hf_checkpoint, name):
     config, params = load_hf_checkpoint(hf_checkpoint(name))
     prompt_len, new = 24, 12

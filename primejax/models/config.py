@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
-SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -98,6 +98,11 @@ class ModelConfig:
             raise ConfigError(
                 f"rope_type={self.rope.rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
             )
+        for key in ("long_factor", "short_factor") if self.rope.rope_type == "longrope" else ():
+            if len(self.rope.get(key)) != self.head_dim // 2:
+                raise ConfigError(
+                    f"longrope {key} has {len(self.rope.get(key))} entries, expected head_dim / 2 = {self.head_dim // 2}"
+                )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act={self.hidden_act!r} is not supported; supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
@@ -263,13 +268,14 @@ def _parse_rope(hf: dict[str, Any]) -> RopeConfig:
         raise ConfigError(
             f"rope_type={rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
         )
-    if rope_type in ("llama3", "yarn"):
-        params.setdefault(
-            "original_max_position_embeddings",
-            hf.get("original_max_position_embeddings", hf.get("max_position_embeddings")),
-        )
+    if rope_type in ("llama3", "yarn", "longrope"):
+        # As in transformers: a top-level value wins, then the scaling dict's, then the model's limit.
+        if "original_max_position_embeddings" in hf:
+            params["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+        params.setdefault("original_max_position_embeddings", hf.get("max_position_embeddings"))
     required = {"linear": ("factor",), "dynamic": ("factor",),
-                "llama3": ("factor", "low_freq_factor", "high_freq_factor"), "yarn": ()}.get(rope_type, ())
+                "llama3": ("factor", "low_freq_factor", "high_freq_factor"),
+                "longrope": ("long_factor", "short_factor")}.get(rope_type, ())
     for key in required:
         if params.get(key) is None:
             raise ConfigError(f"rope_type={rope_type!r} needs {key!r} in rope parameters, got {params!r}")

@@ -64,11 +64,25 @@ def _yarn(rope: RopeConfig, dim: int, max_position_embeddings: int) -> tuple[np.
     return inv_freq.astype(np.float32), float(attention_factor)
 
 
+def _longrope(rope: RopeConfig, dim: int, max_position_embeddings: int, max_position: jnp.ndarray):
+    original = rope.get("original_max_position_embeddings")
+    factor = rope.get("factor") or max_position_embeddings / original
+    attention_factor = rope.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+    long, short = (np.asarray(rope.get(k), np.float32) for k in ("long_factor", "short_factor"))
+    ext = jnp.where(max_position + 1 > original, long, short)
+    return 1.0 / (ext * rope.theta ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))), float(attention_factor)
+
+
 def inverse_frequencies(config: ModelConfig, max_position: jnp.ndarray | None = None):
     """Returns (inv_freq [head_dim/2] float32, attention_factor).
 
     `max_position` (traced scalar, the largest position in the call) is used by dynamic NTK
-    scaling only, which stretches the base once the sequence outgrows max_position_embeddings.
+    scaling, which stretches the base once the sequence outgrows max_position_embeddings, and by
+    LongRoPE, which switches from its short to its long factors past the original length. As in
+    transformers, that choice is made per call: with a KV cache, keys cached by an earlier call
+    keep the frequencies of that call.
     """
     rope, dim = config.rope, config.head_dim
     if rope.rope_type == "default":
@@ -80,6 +94,8 @@ def inverse_frequencies(config: ModelConfig, max_position: jnp.ndarray | None = 
     if rope.rope_type == "yarn":
         inv_freq, factor = _yarn(rope, dim, config.max_position_embeddings)
         return jnp.asarray(inv_freq), factor
+    if rope.rope_type == "longrope":
+        return _longrope(rope, dim, config.max_position_embeddings, max_position)
     if rope.rope_type == "dynamic":
         limit = config.max_position_embeddings
         seq_len = jnp.maximum(max_position + 1, limit).astype(jnp.float32)

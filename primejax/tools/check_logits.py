@@ -31,7 +31,6 @@ from primejax.models import (
     save_hf_checkpoint,
 )
 
-
 _forward = jax.jit(forward, static_argnames="config")
 
 
