@@ -34,38 +34,41 @@ _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 @partial(jax.tree_util.register_dataclass, data_fields=["k", "v", "segment_ids", "end"], meta_fields=[])
 @dataclasses.dataclass
 class KVCache:
-    """Dense per-layer key/value cache.
+    """Dense key/value cache, one buffer per layer.
 
-    k, v: [layers, batch, max_len, kv_heads, head_dim]; segment_ids: [batch, max_len] of the
-    cached tokens (0 for empty or padded slots); end: int32 scalar, slots [0, end) are filled.
+    k, v: tuples (one per layer) of [batch, kv_heads, max_len, head_dim]; segment_ids:
+    [batch, max_len] of the cached tokens (0 for empty or padded slots); end: int32 scalar,
+    slots [0, end) are filled. Separate per-layer buffers are updated in place inside loops,
+    where slicing one stacked buffer would copy it.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     segment_ids: jax.Array
     end: jax.Array
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.segment_ids.shape[1]
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: str | jnp.dtype | None = None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (prompt and generated)."""
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, max_len, config.head_dim)
     dtype = jnp.dtype(dtype or config.compute_dtype)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
         segment_ids=jnp.zeros((batch, max_len), jnp.int32),
         end=jnp.zeros((), jnp.int32),
     )
 
 
-def cache_axes() -> KVCache:
+def cache_axes(config: ModelConfig) -> KVCache:
     """Logical axis names of the cache leaves, for sharding rules."""
-    kv = ("layers", "batch", "cache_len", "kv_heads", "head_dim")
-    return KVCache(k=kv, v=kv, segment_ids=("batch", "cache_len"), end=())
+    kv = ("batch", "kv_heads", "cache_len", "head_dim")
+    return KVCache(k=(kv,) * config.num_layers, v=(kv,) * config.num_layers, segment_ids=("batch", "cache_len"),
+                   end=())
 
 
 def positions_from_segment_ids(segment_ids: jax.Array) -> jax.Array:
@@ -101,24 +104,44 @@ def _dense(x: jax.Array, p: dict, spec: str, dtype) -> jax.Array:
     return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
-def _attention(q, k, v, q_segments, k_segments, q_slots, k_slots, window):
+def _attend(q, k, v, q_segments, k_segments, q_slots, k_slots, window):
     """Masked softmax attention with grouped kv heads.
 
-    q: [B, S, N, D]; k, v: [B, T, K, D]; segments [B, S] / [B, T]; slots [S] / [T] (int32);
+    q: [B, S, N, D]; k, v: [B, K, T, D]; segments [B, S] / [B, T]; slots [S] / [T] (int32);
     window: traced int32, 0 for full causal attention. Returns [B, S, N, D].
+
+    A single query (decoding) is a multiply-and-reduce over the cache, which XLA fuses into one
+    pass over memory; longer queries use batched matrix products.
     """
     b, s, n, d = q.shape
-    kv_heads = k.shape[2]
+    kv_heads = k.shape[1]
     q = q.reshape(b, s, kv_heads, n // kv_heads, d)
-    scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32) * d**-0.5
     delta = q_slots[:, None] - k_slots[None, :]
     visible = (delta >= 0) & ((window == 0) | (delta < window))
     same_segment = (q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] != 0)
-    mask = visible[None] & same_segment
-    scores = jnp.where(mask[:, None, None], scores, _MASKED)
+    mask = (visible[None] & same_segment)[:, None, None]  # [B, 1, 1, S, T]
+    if s == 1:
+        scores = jnp.sum(q[:, 0, :, :, None, :] * k[:, :, None], axis=-1, dtype=jnp.float32)[:, :, :, None]
+    else:
+        scores = jnp.einsum("bskgd,bktd->bkgst", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask, scores * d**-0.5, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
+    if s == 1:
+        out = jnp.sum(probs[:, :, :, 0, :, None] * v[:, :, None], axis=-2)[:, None]
+    else:
+        out = jnp.einsum("bkgst,bktd->bskgd", probs, v)
     return out.reshape(b, s, n, d)
+
+
+def unstack_layers(params: Params) -> Params:
+    """The params with `layers` as a tuple of per-layer trees instead of stacked arrays.
+
+    `hidden_states` accepts either form. Decoding loops pass the unstacked form, made once
+    outside the loop, so that no step copies a layer's weights out of the stack.
+    """
+    stacked = params["layers"]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(num_layers))}
 
 
 def hidden_states(
@@ -132,7 +155,8 @@ def hidden_states(
 ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states [B, S, hidden] (compute dtype) and the updated cache.
 
-    tokens, positions, segment_ids: [B, S] integer arrays.
+    tokens, positions, segment_ids: [B, S] integer arrays. With a cache, params may be in the
+    form `unstack_layers` returns.
     """
     dtype = jnp.dtype(config.compute_dtype)
     seq = tokens.shape[1]
@@ -149,36 +173,41 @@ def hidden_states(
         k_slots = jnp.arange(cache.max_len, dtype=jnp.int32)
         k_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, cache.end))
 
-    def layer(carry, inputs):
-        h, cache_k, cache_v = carry
-        p, window, index = inputs
+    def layer(h, p, window, cache_k=None, cache_v=None):
         x = rms_norm(h, p["attn_norm"]["scale"], config.rms_norm_eps)
         q = apply_rope(_dense(x, p["attn"]["q"], "bsh,hnd->bsnd", dtype), cos, sin)
-        k = apply_rope(_dense(x, p["attn"]["k"], "bsh,hnd->bsnd", dtype), cos, sin)
-        v = _dense(x, p["attn"]["v"], "bsh,hnd->bsnd", dtype)
+        k = apply_rope(_dense(x, p["attn"]["k"], "bsh,hnd->bsnd", dtype), cos, sin).swapaxes(1, 2)
+        v = _dense(x, p["attn"]["v"], "bsh,hnd->bsnd", dtype).swapaxes(1, 2)
         if cache_k is not None:
-            start = (index, 0, cache.end, 0, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
-            k, v = cache_k[index].astype(dtype), cache_v[index].astype(dtype)
-        attn = _attention(q, k, v, segment_ids, k_segments, q_slots, k_slots, window)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, cache.end, 0))
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
+            k, v = cache_k.astype(dtype), cache_v.astype(dtype)
+        attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window)
         h = h + _dense(attn, p["attn"]["o"], "bsnd,ndh->bsh", dtype)
         x = rms_norm(h, p["mlp_norm"]["scale"], config.rms_norm_eps)
         gate = act(_dense(x, p["mlp"]["gate"], "bsh,hf->bsf", dtype))
-        h = h + _dense(gate * _dense(x, p["mlp"]["up"], "bsh,hf->bsf", dtype), p["mlp"]["down"], "bsf,fh->bsh", dtype)
-        return (h, cache_k, cache_v), None
+        up = _dense(x, p["mlp"]["up"], "bsh,hf->bsf", dtype)
+        h = h + _dense(gate * up, p["mlp"]["down"], "bsf,fh->bsh", dtype)
+        return h, cache_k, cache_v
 
-    layer_inputs = (
-        params["layers"],
-        jnp.asarray(config.windows, jnp.int32),
-        jnp.arange(config.num_layers, dtype=jnp.int32),
-    )
-    carry = (h, None, None) if cache is None else (h, cache.k, cache.v)
-    (h, cache_k, cache_v), _ = jax.lax.scan(layer, carry, layer_inputs)
-    h = rms_norm(h, params["final_norm"]["scale"], config.rms_norm_eps)
-    if cache is not None:
-        cache = KVCache(k=cache_k, v=cache_v, segment_ids=k_segments, end=cache.end + seq)
-    return h, cache
+    if cache is None:
+        # Training and scoring: one scanned layer body keeps compile time flat in depth.
+        def scanned(h, inputs):
+            return layer(h, *inputs)[0], None
+
+        h, _ = jax.lax.scan(scanned, h, (params["layers"], jnp.asarray(config.windows, jnp.int32)))
+    else:
+        # With a cache the layers are unrolled, so that each layer's buffers update in place.
+        layers = params["layers"]
+        if not isinstance(layers, tuple):
+            layers = unstack_layers(params)["layers"]
+        new_k, new_v = [], []
+        for i, window in enumerate(config.windows):
+            h, k, v = layer(h, layers[i], jnp.int32(window), cache.k[i], cache.v[i])
+            new_k.append(k)
+            new_v.append(v)
+        cache = KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=k_segments, end=cache.end + seq)
+    return rms_norm(h, params["final_norm"]["scale"], config.rms_norm_eps), cache
 
 
 def lm_head_kernel(params: Params, config: ModelConfig) -> jax.Array:
