@@ -50,3 +50,16 @@ def test_demo_writes_a_checkpoint_and_tokenizer_that_pass(tmp_path, capsys):
     tokenizer = Tokenizer.from_dir(path)
     assert config.vocab_size == tokenizer.vocab_size == 512
     assert config.eos_token_ids == tokenizer.eos_ids
+
+
+def test_generate_compares_greedy_continuations(hf_checkpoint, capsys):
+    assert check_logits.main(["--hf-dir", hf_checkpoint("qwen2_mha_sliding"), "--generate", "12"]) == 0
+    assert "12 new tokens x 4 rows: 0 tokens differ" in capsys.readouterr().out
+
+
+def test_generate_fails_when_greedy_tokens_differ(hf_checkpoint, monkeypatch, capsys):
+    real = check_logits.primejax_greedy
+    monkeypatch.setattr(check_logits, "primejax_greedy", lambda *a: (real(*a) + 1) % 256)
+    assert check_logits.main(["--hf-dir", hf_checkpoint("qwen2_mha_sliding"), "--generate", "12"]) == 1
+    out = capsys.readouterr().out
+    assert "48 tokens differ" in out and "FAIL: greedy tokens differ" in out

@@ -1,13 +1,14 @@
 """Checks primejax logits against Hugging Face transformers on a checkpoint directory.
 
-    python -m primejax.tools.check_logits --hf-dir DIR [--atol 1e-4]
+    python -m primejax.tools.check_logits --hf-dir DIR [--atol 1e-4] [--generate N]
     python -m primejax.tools.check_logits --demo [--workdir workdir]
 
 Loads DIR with transformers (PyTorch, float32, CPU, eager attention) and with primejax, runs both
 on the same random batch (left padding of a different length in every row), prints the largest
 absolute logit difference over real positions and exits 1 when it exceeds --atol (2 when the
-checkpoint cannot be loaded). `--demo` first writes a tiny random Qwen2 checkpoint and tokenizer
-under --workdir, then checks it.
+checkpoint cannot be loaded). With `--generate N` it also continues the batch's prompts greedily
+for N tokens with both and fails if any token differs. `--demo` first writes a tiny random Qwen2
+checkpoint and tokenizer under --workdir, then checks it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 
 from primejax.models import (
     CheckpointError,
-    ConfigError,
     ModelConfig,
     forward,
     init_params,
@@ -71,6 +71,30 @@ def primejax_logits(config: ModelConfig, params, tokens: np.ndarray, mask: np.nd
     return np.asarray(logits)
 
 
+def hf_greedy(hf_dir: str, tokens: np.ndarray, mask: np.ndarray, new_tokens: int) -> np.ndarray:
+    """transformers' greedy continuation [B, new_tokens] of left-padded prompts (no early stop)."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.from_numpy(tokens), attention_mask=torch.from_numpy(mask),
+                             do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                             eos_token_id=None, pad_token_id=0)
+    return out[:, tokens.shape[1]:].numpy()
+
+
+def primejax_greedy(config: ModelConfig, params, tokens: np.ndarray, mask: np.ndarray, new_tokens: int) -> np.ndarray:
+    from primejax.sampling import SamplingParams, generate
+
+    with jax.default_matmul_precision("highest"):
+        rollout = generate(params, tokens, mask, jax.random.key(0), config=config,
+                           sampling=SamplingParams(temperature=0.0, max_new_tokens=new_tokens),
+                           max_len=tokens.shape[1] + new_tokens)
+    return np.asarray(rollout.response_tokens)
+
+
 def max_abs_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """Largest |a - b| over the positions where mask is 1."""
     return float(np.max(np.abs(a - b) * mask[..., None]))
@@ -96,7 +120,7 @@ def write_demo_checkpoint(path: str, seed: int = 0) -> None:
     tokenizer.save(path)
 
 
-def check(hf_dir: str, atol: float, batch: int, length: int, seed: int) -> bool:
+def check(hf_dir: str, atol: float, batch: int, length: int, seed: int, generate: int = 0) -> bool:
     config, params = load_hf_checkpoint(hf_dir, dtype="float32")
     tokens, mask = random_batch(config.vocab_size, batch, length, seed)
     ours = primejax_logits(config, params, tokens, mask)
@@ -112,7 +136,17 @@ def check(hf_dir: str, atol: float, batch: int, length: int, seed: int) -> bool:
     print(f"max abs diff {diff:.3e} (atol {atol:g})")
     print(f"argmax agree {agree:.4f}")
     ok = diff <= atol
-    print("PASS" if ok else "FAIL: logits differ beyond atol")
+    if generate:
+        ours_tokens = primejax_greedy(config, params, tokens, mask, generate)
+        theirs_tokens = hf_greedy(hf_dir, tokens, mask, generate)
+        differ = ours_tokens != theirs_tokens
+        print(f"greedy       {generate} new tokens x {batch} rows: {int(differ.sum())} tokens differ")
+        if differ.any():
+            row, step = np.argwhere(differ)[0]
+            print(f"             first difference: row {row}, step {step}: primejax {ours_tokens[row, step]}, "
+                  f"transformers {theirs_tokens[row, step]}")
+            ok = False
+    print("PASS" if ok else "FAIL: logits differ beyond atol" if diff > atol else "FAIL: greedy tokens differ")
     return ok
 
 
@@ -126,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generate", type=int, default=0, metavar="N",
+                        help="also compare N greedy new tokens with transformers' generate")
     args = parser.parse_args(argv)
+    if args.generate < 0:
+        parser.error(f"--generate={args.generate} must be >= 0")
     if args.batch < 1 or args.length < 2 * args.batch:
         parser.error(f"--batch={args.batch} --length={args.length}: need batch >= 1 and length >= 2 * batch")
     hf_dir = args.hf_dir
@@ -135,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         write_demo_checkpoint(hf_dir, args.seed)
         print(f"wrote a tiny random Qwen2 checkpoint and tokenizer to {hf_dir}")
     try:
-        ok = check(hf_dir, args.atol, args.batch, args.length, args.seed)
-    except (FileNotFoundError, CheckpointError, ConfigError) as e:
+        ok = check(hf_dir, args.atol, args.batch, args.length, args.seed, args.generate)
+    except (FileNotFoundError, ValueError) as e:  # CheckpointError and ConfigError included
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0 if ok else 1

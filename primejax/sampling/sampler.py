@@ -130,7 +130,7 @@ def _generate(params: Params, prompt_tokens, prompt_mask, key, limit, *, config:
                                  config=config, cache=cache)
         return step + 1, cache, emit(state, step, logits_from_hidden(params, h[:, 0], config))
 
-    _, _, (tokens, log_probs, alive) = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, state))
+    _, _, (tokens, log_probs, _) = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, state))
     is_end = jnp.isin(tokens, end_ids) & (jnp.arange(buffer) < limit)
     # 1 up to and including the first end token; all ones when there is none.
     ended_before = jnp.cumsum(is_end, axis=-1) - is_end
