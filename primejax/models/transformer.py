@@ -183,7 +183,11 @@ def hidden_states(
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
             k, v = cache_k.astype(dtype), cache_v.astype(dtype)
         attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window)
-        h = h + _dense(attn, p["attn"]["o"], "bsnd,ndh->bsh", dtype)
+        # Heads and head_dim flattened into one contraction: contracting (n, d) directly makes XLA
+        # transpose both the activations and the kernel on every call.
+        o = p["attn"]["o"]
+        o = {**o, "kernel": o["kernel"].reshape(-1, config.hidden_size)}
+        h = h + _dense(attn.reshape(*attn.shape[:2], -1), o, "bsk,kh->bsh", dtype)
         x = rms_norm(h, p["mlp_norm"]["scale"], config.rms_norm_eps)
         gate = act(_dense(x, p["mlp"]["gate"], "bsh,hf->bsf", dtype))
         up = _dense(x, p["mlp"]["up"], "bsh,hf->bsf", dtype)
