@@ -14,7 +14,11 @@ Layout (L layers, H hidden, N heads, K kv heads, D head dim, F mlp, V vocab):
     layers/mlp/{gate,up}/kernel [L, H, F]       bias [L, F]       (mlp_bias)
     layers/mlp/down/kernel     [L, F, H]        bias [L, H]       (mlp_bias)
     final_norm/scale           [H]
-    lm_head/kernel             [H, V]           (absent with tied embeddings)
+    lm_head/embedding          [V, H]           (absent with tied embeddings)
+
+The output head is stored like the input embedding, [vocab, hidden]: tied and untied heads share
+one code path, and the logits contract the minor axis of both operands, which is faster on CPU
+than an [H, V] kernel.
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ def weight_specs(config: ModelConfig) -> list[WeightSpec]:
     specs.append(WeightSpec(("final_norm", "scale"), (H,), ("embed",), "model.norm.weight", (H,), "ones",
                              per_layer=False))
     if not c.tie_word_embeddings:
-        specs.append(WeightSpec(("lm_head", "kernel"), (H, V), ("embed", "vocab"), "lm_head.weight", (V, H),
-                                "normal", per_layer=False, transpose=True))
+        specs.append(WeightSpec(("lm_head", "embedding"), (V, H), ("vocab", "embed"), "lm_head.weight", (V, H),
+                                "normal", per_layer=False))
     return specs
 
 

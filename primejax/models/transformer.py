@@ -214,17 +214,15 @@ def hidden_states(
     return rms_norm(h, params["final_norm"]["scale"], config.rms_norm_eps), cache
 
 
-def lm_head_kernel(params: Params, config: ModelConfig) -> jax.Array:
-    """The [hidden, vocab] output projection (the embedding's transpose when tied)."""
-    if config.tie_word_embeddings:
-        return params["embed"]["embedding"].T
-    return params["lm_head"]["kernel"]
+def output_embedding(params: Params, config: ModelConfig) -> jax.Array:
+    """The [vocab, hidden] output head (the input embedding when tied)."""
+    return params["embed" if config.tie_word_embeddings else "lm_head"]["embedding"]
 
 
 def logits_from_hidden(params: Params, h: jax.Array, config: ModelConfig) -> jax.Array:
     """Float32 logits [..., vocab] for hidden states [..., hidden]."""
-    kernel = lm_head_kernel(params, config).astype(h.dtype)
-    return jnp.einsum("...h,hv->...v", h, kernel, preferred_element_type=jnp.float32)
+    head = output_embedding(params, config).astype(h.dtype)
+    return jnp.einsum("...h,vh->...v", h, head, preferred_element_type=jnp.float32)
 
 
 def forward(
