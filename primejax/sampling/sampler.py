@@ -162,29 +162,31 @@ def generate(
     bounds prompt + response length (default: the model's max_position_embeddings). Same key,
     same inputs, same outputs.
     """
-    prompt_tokens, prompt_mask = np.asarray(prompt_tokens), np.asarray(prompt_mask)
-    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
-        raise ValueError(f"prompt_tokens {prompt_tokens.shape} and prompt_mask {prompt_mask.shape} "
+    # Checks run on a host copy of the (small) mask; the tokens stay where they are, so a batch
+    # laid over a mesh's data axis is sampled where it lies.
+    mask = np.asarray(prompt_mask)
+    if len(prompt_tokens.shape) != 2 or tuple(prompt_tokens.shape) != mask.shape:
+        raise ValueError(f"prompt_tokens {tuple(prompt_tokens.shape)} and prompt_mask {mask.shape} "
                          "must both be [num_prompts, length]")
-    if prompt_tokens.shape[0] == 0:
+    if mask.shape[0] == 0:
         raise ValueError("prompt_tokens is empty: need at least one prompt")
-    lengths = prompt_mask.sum(-1)
+    lengths = mask.sum(-1)
     if (lengths == 0).any():
         raise ValueError(f"prompt rows {np.flatnonzero(lengths == 0).tolist()} are empty (mask all zero)")
-    if (prompt_mask[:, -1] == 0).any():
+    if (mask[:, -1] == 0).any():
         raise ValueError("prompts must be left-padded: prompt_mask[:, -1] must be 1 in every row")
-    width = bucket(prompt_tokens.shape[1])
-    if width > prompt_tokens.shape[1]:
-        grow = width - prompt_tokens.shape[1]
-        prompt_tokens = np.pad(prompt_tokens, ((0, 0), (grow, 0)), constant_values=sampling.pad_id)
-        prompt_mask = np.pad(prompt_mask, ((0, 0), (grow, 0)))
     max_len = max_len or config.max_position_embeddings
     if int(lengths.max()) + sampling.max_new_tokens > max_len:
         raise ValueError(f"prompt of {int(lengths.max())} tokens + max_new_tokens={sampling.max_new_tokens} "
                          f"exceeds max_len={max_len}")
+    prompt_tokens, prompt_mask = jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask, jnp.int32)
+    grow = bucket(mask.shape[1]) - mask.shape[1]
+    if grow:
+        prompt_tokens = jnp.pad(prompt_tokens, ((0, 0), (grow, 0)), constant_values=sampling.pad_id)
+        prompt_mask = jnp.pad(prompt_mask, ((0, 0), (grow, 0)))
     limit = sampling.max_new_tokens
-    rollout = _generate(params, jnp.asarray(prompt_tokens, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), key,
-                        jnp.int32(limit), config=config, sampling=sampling.replace(max_new_tokens=bucket(limit)))
+    rollout = _generate(params, prompt_tokens, prompt_mask, key, jnp.int32(limit), config=config,
+                        sampling=sampling.replace(max_new_tokens=bucket(limit)))
     if bucket(limit) == limit:
         return rollout
     return dataclasses.replace(rollout, **{name: getattr(rollout, name)[:, :limit]
