@@ -19,13 +19,14 @@ Prompt = str | list[dict]
 def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[Prompt], chat: bool = True) -> list[list[int]]:
     """Token ids of each prompt: a string (a user message when `chat`) or a list of chat messages.
 
-    With `chat` and a tokenizer that has a chat template, the template is applied with the
-    generation prompt; otherwise the text is encoded as it is.
+    With `chat`, `Tokenizer.apply_chat_template` applies the template with the generation prompt
+    (or joins the contents when the tokenizer has none); otherwise the contents are encoded as
+    they are.
     """
     ids = []
     for prompt in prompts:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if chat and tokenizer.has_chat_template:
+        if chat:
             ids.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         else:
             ids.append(tokenizer.encode("\n".join(m["content"] for m in messages)))

@@ -48,9 +48,8 @@ def hf_logits(hf_dir: str, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     import torch
     import transformers
 
-    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        hf_dir, attn_implementation="eager", output_loading_info=True, **{dtype_key: torch.float32}
+        hf_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
     )
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
