@@ -3,10 +3,9 @@ single device): a batch sharded over a data axis gives the single-device numbers
 and explicit axis types, so whitening and batch_norm are global; inside shard_map, `axis_name`
 makes them global and its absence gives the references' per-rank statistics."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.multidevice import run_on_cpu_devices
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
@@ -70,10 +69,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_batch_reductions_are_global_across_the_mesh():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": root}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                            check=False, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    run_on_cpu_devices(SCRIPT, 8)

@@ -1,10 +1,9 @@
 """The sampler on a batch laid over a mesh's data axis (2 CPU devices, in a subprocess so the
 rest of the suite keeps its single device)."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.multidevice import run_on_cpu_devices
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
@@ -32,11 +31,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_batch_sharded_over_data_axis_samples_the_same():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": root}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                            check=False,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    run_on_cpu_devices(SCRIPT, 2)
