@@ -71,16 +71,21 @@ def prime_rloo(inputs: AdvantageInputs, n: int, *, process_coef: float = 1.0, ou
     - [OFF] (paper, default): c_p = c_o = 1 (`rm_coef` and `reward_coef` are not applied to the
       advantage); γ per source (`reward_model_gamma`, `verifier_gamma`), both 1 in the paper.
     - [RCP]: c_p = `reward_dpo_coef`, c_o = `reward_gt_coef` (5 and 5); γ fixed at 1.
-    Whitening makes a common scale of c_p and c_o irrelevant; only their ratio matters.
+    Whitening makes a common scale of c_p and c_o irrelevant; only their ratio matters. Sources
+    that share γ are added before discounting: one scan instead of two, rounded in [RCP]'s order.
     """
     mask = inputs.response_mask
     if outcome_coef == 0 and (inputs.process is None or process_coef == 0):
         raise ValueError("rloo has no reward source: outcome_coef is 0 and there is no process reward "
                          f"(process given: {inputs.process is not None}, process_coef={process_coef})")
-    returns = jnp.zeros(mask.shape, jnp.float32)
+    sources = []  # (c · LOO(source), γ)
     if inputs.process is not None and process_coef != 0:
-        returns += process_coef * discounted_returns(leave_one_out(inputs.process, mask, n), process_gamma)
+        sources.append((process_coef * leave_one_out(inputs.process, mask, n), process_gamma))
     if outcome_coef != 0:
         outcome = leave_one_out(place_at_last_token(inputs.outcome, mask), last_token_mask(mask), n)
-        returns += outcome_coef * discounted_returns(outcome, outcome_gamma)
+        sources.append((outcome_coef * outcome, outcome_gamma))
+    if len({gamma for _, gamma in sources}) == 1:
+        returns = discounted_returns(sum(rewards for rewards, _ in sources), sources[0][1])
+    else:
+        returns = sum(discounted_returns(rewards, gamma) for rewards, gamma in sources)
     return masked_whiten(returns, mask), returns
