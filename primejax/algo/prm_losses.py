@@ -94,6 +94,13 @@ def prm_dpo_loss(q: jax.Array, acc: jax.Array, mask: jax.Array, q_bc: jax.Array 
     return jnp.mean(dpo_per_sample(q, acc, mask, q_bc, acc_bc, beta)[0])
 
 
+def _best_of_n_sum(losses: jax.Array, at_most: jax.Array) -> jax.Array:
+    """Σ_i ℓ_i · n (mean_j at_most[i, j])^{n−1}: each sample weighted by its chance of being the best
+    of n draws, with at_most[i, j] = [sample j of i's group ranks no higher than i]."""
+    n = at_most.shape[-1]
+    return jnp.sum(losses * n * jnp.mean(at_most, axis=-1, dtype=jnp.float32) ** (n - 1))
+
+
 @PRM_LOSSES.register("bon_acc")
 def prm_bon_acc_loss(q: jax.Array, acc: jax.Array, mask: jax.Array, q_bc: jax.Array | None = None,
                      acc_bc: jax.Array | None = None, *, beta: float = 0.05) -> jax.Array:
@@ -101,9 +108,7 @@ def prm_bon_acc_loss(q: jax.Array, acc: jax.Array, mask: jax.Array, q_bc: jax.Ar
     accuracy. A sum, not a mean, as in the reference."""
     _require_group_statistics("bon_acc", q_bc, acc_bc)
     losses, _ = dpo_per_sample(q, acc, mask, q_bc, acc_bc, beta)
-    n = acc_bc.shape[-1]
-    weights = n * jnp.mean(acc_bc <= acc[:, None], axis=-1, dtype=jnp.float32) ** (n - 1)
-    return jnp.sum(losses * weights)
+    return _best_of_n_sum(losses, acc_bc <= acc[:, None])
 
 
 @PRM_LOSSES.register("bon_rm")
@@ -113,9 +118,7 @@ def prm_bon_rm_loss(q: jax.Array, acc: jax.Array, mask: jax.Array, q_bc: jax.Arr
     reward. A sum, as in the reference."""
     _require_group_statistics("bon_rm", q_bc, acc_bc)
     losses, current = dpo_per_sample(q, acc, mask, q_bc, acc_bc, beta)
-    n = acc_bc.shape[-1]
-    weights = n * jnp.mean(q_bc * beta <= current[:, None], axis=-1, dtype=jnp.float32) ** (n - 1)
-    return jnp.sum(losses * weights)
+    return _best_of_n_sum(losses, q_bc * beta <= current[:, None])
 
 
 def pairwise_accuracy(scores: jax.Array, acc: jax.Array, mask: jax.Array, n: int) -> jax.Array:
