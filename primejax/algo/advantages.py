@@ -17,6 +17,7 @@ from primejax.algo.masking import (
     check_leave_one_out,
     discounted_returns,
     expand_groups,
+    group_rows,
     last_token_mask,
     masked_mean,
     masked_whiten,
@@ -49,10 +50,10 @@ def leave_one_out(x: jax.Array, mask: jax.Array, n: int) -> jax.Array:
     paper's Eq. 4 for a one-entry outcome source, and Eq. 5 summed over a response. Raises for
     n < 2 or a batch that is not whole groups.
     """
-    groups = check_leave_one_out(x.shape[0], n)
+    check_leave_one_out(x.shape[0], n)
     x = jnp.where(mask, x, 0.0).astype(jnp.float32)
     row_means = masked_mean(x, mask, axis=-1)
-    baseline = expand_groups(jnp.sum(row_means.reshape(groups, n), axis=-1) / (n - 1), n)
+    baseline = expand_groups(jnp.sum(group_rows(row_means, n), axis=-1) / (n - 1), n)
     return jnp.where(mask, x * (n / (n - 1)) - baseline[:, None], 0.0)
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from primejax.algo.advantages import AdvantageInputs
-from primejax.algo.masking import check_groups, discounted_returns, expand_groups, masked_whiten, place_at_last_token
+from primejax.algo.masking import discounted_returns, expand_groups, group_rows, masked_whiten, place_at_last_token
 from primejax.algo.registry import ADVANTAGE_ESTIMATORS
 
 
@@ -23,8 +23,7 @@ def _per_token(scores: jax.Array, mask: jax.Array) -> jax.Array:
 
 def group_mean_std(values: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     """Per-row mean and unbiased std of the row's group, [B] each; (0, 1) when n = 1, as in verl."""
-    groups = check_groups(values.shape[0], n)
-    grouped = values.astype(jnp.float32).reshape(groups, n)
+    grouped = group_rows(values.astype(jnp.float32), n)
     if n == 1:
         return jnp.zeros_like(values, jnp.float32), jnp.ones_like(values, jnp.float32)
     mean = jnp.mean(grouped, axis=-1)

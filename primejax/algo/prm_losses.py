@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from primejax.algo.masking import group_broadcast, group_rows, masked_sum
+from primejax.algo.masking import group_broadcast, group_rows, masked_mean, masked_sum
 from primejax.algo.registry import PRM_LOSSES
 
 # torch's binary_cross_entropy clamps each log term at -100.
@@ -73,9 +73,7 @@ def dpo_per_sample(q: jax.Array, acc: jax.Array, mask: jax.Array, q_bc: jax.Arra
     acc = acc.astype(jnp.float32)
     positive = acc > 0
     chosen = jnp.where(positive[:, None], acc_bc < acc[:, None], acc_bc > acc[:, None])
-    count = jnp.sum(chosen, axis=-1)
-    mean_chosen = jnp.sum(jnp.where(chosen, q_bc, 0.0), axis=-1) / jnp.maximum(count, 1)
-    other = jnp.where(count > 0, mean_chosen * beta, 0.0)
+    other = masked_mean(q_bc, chosen, axis=-1) * beta  # 0 for an empty set
     sign = jnp.where(positive, 1.0, -1.0)
     return -jax.nn.log_sigmoid((current - other) * sign), current
 
