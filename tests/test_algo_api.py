@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from primejax import algo
-from primejax.algo.registry import Registry
+from primejax.registry import Registry
 
 MASK = np.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]], bool)
 ACC = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
