@@ -1,0 +1,161 @@
+"""The code sandbox: programs run and report what they did, and cannot reach past their confinement.
+
+The hostile programs of tests/sandbox_scenarios.py run in the namespaces mode in-process, and in the process
+mode inside a host subprocess, as root and as an unprivileged user (uid 65534). Each check asserts on effects
+seen from outside: marker files absent, the test's server reached by nothing, secrets absent from the output,
+no process left behind.
+"""
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import primejax
+from primejax.sandbox import SandboxLimits, linux, python_paths, run_program, seccomp, supervisor
+from tests import sandbox_scenarios
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces mode and the test hosts need root")
+FAST = SandboxLimits(timeout_seconds=2.0, cpu_seconds=2.0, memory_mb=512)
+
+
+def test_stdin_programs_run_once_per_test():
+    run = run_program("import sys\nprint(sum(map(int, sys.stdin.read().split())))", ["1 2\n", "3 4 5", ""],
+                      limits=FAST)
+    assert run.error is None
+    assert [t.stdout for t in run.tests] == ["3\n", "12\n", "0\n"]
+    assert all(t.status == "ok" and t.exit_code == 0 for t in run.tests)
+
+
+def test_call_based_programs_return_json_values():
+    source = ("class Solution:\n    def pair(self, xs: List[int], k: int) -> Tuple[int, int]:\n"
+              "        return (min(xs) + k, max(xs))\n")
+    run = run_program(source, [[[3, 1, 2], 10], [[5], 0]], fn_name="pair", prelude="from typing import *\n",
+                      limits=FAST)
+    assert [json.loads(t.value) for t in run.tests] == [[11, 3], [5, 5]]
+    top_level = run_program("def add(a, b):\n    return a + b", [[1, 2]], fn_name="add", limits=FAST)
+    assert top_level.tests[0].value == "3"
+    missing = run_program("x = 1", [[1]], fn_name="add", limits=FAST)
+    assert missing.tests[0].status == "runtime_error" and "no function 'add'" in missing.tests[0].stderr
+
+
+def test_exit_codes_and_errors_are_reported():
+    run = run_program("import sys\nprint('partial')\nsys.exit(3)", ["", ""], limits=FAST)
+    assert [(t.status, t.exit_code, t.stdout) for t in run.tests] == [("runtime_error", 3, "partial\n")] * 2
+    crash = run_program("raise ValueError('boom')", [""], limits=FAST).tests[0]
+    assert crash.status == "runtime_error" and "ValueError: boom" in crash.stderr
+    syntax = run_program("def (:", [""], limits=FAST).tests[0]
+    assert syntax.status == "runtime_error" and "SyntaxError" in syntax.stderr
+
+
+def test_total_budget_leaves_later_tests_unrun():
+    run = run_program("import time\ntime.sleep(10)", ["", "", ""], limits=SandboxLimits(timeout_seconds=1.0),
+                      total_timeout_seconds=1.5)
+    assert [t.status for t in run.tests] == ["timeout", "timeout", "not_run"]
+    assert run.tests[1].wall_seconds < 0.8
+
+
+def test_bad_isolation_name_is_refused():
+    with pytest.raises(ValueError, match="isolation must be one of auto, namespaces, process; got 'jail'"):
+        run_program("print(1)", [""], isolation="jail")
+
+
+@needs_root
+def test_auto_isolation_uses_namespaces_as_root():
+    run = run_program("print(1)", [""], limits=FAST)
+    assert run.isolation.mode == "namespaces"
+    layers = " ".join(run.isolation.layers)
+    assert "network" in layers and "pid" in layers and "uid 2" in layers and "rlimits" in layers
+    if linux.landlock_abi_version():
+        assert "landlock" in layers
+    if seccomp.supported():
+        assert "seccomp" in layers
+
+
+@needs_root
+def test_process_mode_as_root_needs_a_reachable_python():
+    run = run_program("print(1)", [""], limits=FAST, isolation="process")
+    if any(supervisor._closed_ancestor(path) for path in python_paths()):
+        assert run.error is not None and "cannot reach the Python installation" in run.error
+    else:
+        assert run.error is None and run.isolation.mode == "process"
+
+
+@needs_root
+@pytest.mark.parametrize("name", sandbox_scenarios.SCENARIOS)
+def test_hostile_program_is_contained_in_namespaces(name):
+    assert sandbox_scenarios.run_scenarios("namespaces", [name]) == {name: "ok"}
+
+
+@pytest.fixture(scope="module")
+def process_mode_results():
+    """Scenario results of the process mode, run by host subprocesses as root and as uid 65534 (from a
+    world-readable copy of the package, since the checkout may sit in a private directory)."""
+    copy = tempfile.mkdtemp(prefix="primejax-host-")
+    os.chmod(copy, 0o755)
+    shutil.copytree(os.path.dirname(primejax.__file__), os.path.join(copy, "primejax"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(sandbox_scenarios.__file__, copy)
+    boot = "import sys; sys.path.insert(0, sys.argv[1]); import sandbox_scenarios as s; s.host_main(*sys.argv[2:])"
+    results = {}
+    try:
+        for user, uid in (("root", []), ("nobody", ["65534"])):
+            done = subprocess.run([sys.executable, "-I", "-c", boot, copy, *uid], capture_output=True, text=True,
+                                  timeout=300, check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            assert done.returncode == 0, done.stderr[-3000:]
+            results[user] = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    return results
+
+
+@needs_root
+@pytest.mark.parametrize("name", sandbox_scenarios.SCENARIOS)
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_hostile_program_is_contained_in_process_mode(process_mode_results, user, name):
+    assert process_mode_results[user][name] == "ok"
+    assert "network" not in process_mode_results[user]
+
+
+@needs_root
+def test_namespaces_mode_is_refused_without_root(process_mode_results):
+    assert process_mode_results["nobody"]["namespaces_refused"] == "ok"
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="no seccomp filter for this architecture")
+def test_seccomp_filter_blocks_sockets_namespaces_and_foreign_signals():
+    """The filter alone (no namespaces, uid or Landlock), in a forked child: only AF_UNIX sockets, no new
+    namespaces, and with `restrict_signals` no signal to any process but itself."""
+    parent = os.getpid()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        outcome = {}
+        try:
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+            linux.install_seccomp_filter(seccomp.build_filter(restrict_signals=True, own_pid=os.getpid()))
+            for name, attempt in {"inet": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+                                  "inet6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
+                                  "unix": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+                                  "unshare": lambda: linux.unshare(linux.CLONE_NEWNET),
+                                  "signal_parent": lambda: os.kill(parent, 0),
+                                  "signal_self": lambda: os.kill(os.getpid(), 0)}.items():
+                try:
+                    attempt()
+                    outcome[name] = 0
+                except OSError as error:
+                    outcome[name] = error.errno
+        finally:
+            os.write(write_end, json.dumps(outcome).encode())
+            os._exit(0)
+    os.close(write_end)
+    outcome = json.loads(os.read(read_end, 4096))
+    os.waitpid(child, 0)
+    assert outcome == {"inet": errno.EACCES, "inet6": errno.EACCES, "unix": 0, "unshare": errno.EPERM,
+                       "signal_parent": errno.EPERM, "signal_self": 0}
