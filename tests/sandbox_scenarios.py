@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -18,14 +19,14 @@ from primejax.sandbox.api import DEFAULT_UID_BASE, python_paths
 
 LIMITS = SandboxLimits(timeout_seconds=1.0, cpu_seconds=1.0, memory_mb=512, stdout_bytes=1 << 20, max_processes=32)
 SCENARIOS = ("sockets", "write_outside", "read_secrets", "kill_parent", "fork_bomb", "daemon", "huge_memory",
-             "print_gigabytes", "big_file", "infinite_loop", "sleep_forever", "honest_numpy")
+             "print_gigabytes", "big_file", "infinite_loop", "sleep_forever", "honest_program")
 SECRET = "primejax-test-secret-7f3a9c"
 DAEMON_MARK = "987651"
 
 
 class Context:
-    """What the hostile programs aim at: a listening TCP server, a world-writable directory outside the
-    sandbox, a secret file in it, and a secret in the caller's environment."""
+    """What the hostile programs aim at: listening TCP, UDP and UNIX-socket servers, a world-writable directory
+    outside the sandbox, a secret file in it, and a secret in the caller's environment."""
 
     def __init__(self):
         self.server = socket.socket()
@@ -39,18 +40,35 @@ class Context:
         self.udp_port = self.udp.getsockname()[1]
         self.outside = tempfile.mkdtemp(prefix="primejax-outside-")
         os.chmod(self.outside, 0o777)
+        self.unix_path = os.path.join(self.outside, "service.sock")
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind(self.unix_path)
+        os.chmod(self.unix_path, 0o777)
+        self.unix.listen()
+        self.unix.settimeout(0.05)
         self.secret_file = os.path.join(self.outside, "secret.txt")
         with open(self.secret_file, "w") as f:
             f.write(SECRET)
         os.chmod(self.secret_file, 0o644)
         os.environ["PRIMEJAX_TEST_SECRET"] = SECRET
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for server in (self.server, self.udp, self.unix):
+            server.close()
+        shutil.rmtree(self.outside, ignore_errors=True)
+        for marker in self.markers():
+            if os.path.exists(marker):
+                os.unlink(marker)
+
     def markers(self) -> list[str]:
         return [os.path.join(self.outside, "marker"), f"/tmp/primejax-marker-{self.port}",
                 f"/var/tmp/primejax-marker-{self.port}", f"/dev/shm/primejax-marker-{self.port}"]
 
     def anything_received(self) -> bool:
-        for receive in (self.server.accept, lambda: self.udp.recvfrom(16)):
+        for receive in (self.server.accept, self.unix.accept, lambda: self.udp.recvfrom(16)):
             try:
                 receive()
                 return True
@@ -59,7 +77,7 @@ class Context:
         return False
 
 
-def _leftovers() -> list[str]:
+def leftover_processes() -> list[str]:
     """Processes a sandbox left behind: anything of a sandbox uid, of our own uid when we are not root (but us),
     or carrying the daemon's mark."""
     me, found = os.getpid(), []
@@ -108,14 +126,15 @@ def scenarios(ctx: Context) -> dict:
 
     def honest(run, ctx):
         _status("ok")(run, ctx)
-        assert run.tests[0].stdout == "10\n", run.tests[0].stdout
+        assert run.tests[0].stdout == "thread ran\n15\n", run.tests[0].stdout
 
     return {
         "sockets": (f"""
 import socket
 for family, kind, address in [(socket.AF_INET, socket.SOCK_STREAM, ('127.0.0.1', {ctx.port})),
                               (socket.AF_INET, socket.SOCK_DGRAM, ('127.0.0.1', {ctx.udp_port})),
-                              (socket.AF_INET6, socket.SOCK_STREAM, ('::1', {ctx.port}))]:
+                              (socket.AF_INET6, socket.SOCK_STREAM, ('::1', {ctx.port})),
+                              (socket.AF_UNIX, socket.SOCK_STREAM, {ctx.unix_path!r})]:
     try:
         s = socket.socket(family, kind)
         s.settimeout(0.5)
@@ -179,29 +198,39 @@ print('parent exits')
         "big_file": ("with open('big', 'wb') as f:\n    f.write(b'x' * (64 << 20))", _status("file_size_limit")),
         "infinite_loop": ("while True:\n    pass", _status("timeout", "cpu_limit")),
         "sleep_forever": ("import time\ntime.sleep(3600)", _status("timeout")),
-        "honest_numpy": ("import numpy as np\nprint(int(np.arange(5).sum()))", honest),
+        "honest_program": ("""
+import asyncio, subprocess, threading
+import numpy as np
+async def two():
+    return 2
+worker = threading.Thread(target=print, args=('thread ran',))
+worker.start()
+worker.join()
+three = int(subprocess.run(['/bin/echo', '3'], capture_output=True, text=True, check=True).stdout)
+print(int(np.arange(5).sum()) + asyncio.run(two()) + three)
+""", honest),
     }
 
 
 def run_scenarios(isolation: str, names: list[str] | None = None) -> dict[str, str]:
-    ctx = Context()
     results = {}
-    for name, (source, check) in scenarios(ctx).items():
-        if names is not None and name not in names:
-            continue
-        run = run_program(source, ["\n"], limits=LIMITS, isolation=isolation)
-        try:
-            check(run, ctx)
-            if run.isolation is not None and run.isolation.mode != isolation:
-                raise AssertionError(f"ran in {run.isolation}")
-            time.sleep(0.05)
-            leftovers = _leftovers()
-            assert not leftovers, f"processes survived: {leftovers}"
-            results[name] = "ok"
-        except AssertionError as error:
-            results[name] = f"{error!r}"[:1500]
-    if ctx.anything_received():
-        results["network"] = "a sandboxed program reached the test's server"
+    with Context() as ctx:
+        for name, (source, check) in scenarios(ctx).items():
+            if names is not None and name not in names:
+                continue
+            run = run_program(source, ["\n"], limits=LIMITS, isolation=isolation)
+            try:
+                check(run, ctx)
+                if run.isolation is not None and run.isolation.mode != isolation:
+                    raise AssertionError(f"ran in {run.isolation}")
+                time.sleep(0.05)
+                leftovers = leftover_processes()
+                assert not leftovers, f"processes survived: {leftovers}"
+                results[name] = "ok"
+            except AssertionError as error:
+                results[name] = f"{error!r}"[:1500]
+        if ctx.anything_received():
+            results["network"] = "a sandboxed program reached the test's server"
     return results
 
 
@@ -211,7 +240,7 @@ def host_main(uid: str | None = None) -> None:
     with `uid`, as that unprivileged user. Prints the results as JSON."""
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    supervisor._expose(list(python_paths()), os.path.join(tempfile.mkdtemp(), "stage"))
+    supervisor._expose(list(python_paths()), os.path.join(os.path.dirname(os.path.abspath(__file__)), ".stage"))
     if uid is not None:
         os.setgroups([])
         os.setresgid(int(uid), int(uid), int(uid))

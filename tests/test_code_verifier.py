@@ -1,11 +1,13 @@
 """The code verifier: program extraction, APPS test parsing, lenient comparison, and scores from sandboxed runs."""
 
 import json
+import os
 
 import pytest
 
 from primejax.sandbox import SandboxLimits
 from primejax.verifiers import code_reward, extract_program, parse_apps_tests, return_value_matches, stdout_matches
+from tests import sandbox_scenarios
 
 LIMITS = SandboxLimits(timeout_seconds=2.0, cpu_seconds=2.0, memory_mb=512)
 
@@ -138,3 +140,15 @@ def test_a_program_that_never_ends_scores_zero_within_its_budget():
 def test_malformed_ground_truth_is_an_error_not_a_crash():
     verdict = code_reward(fenced("print(1)"), '{"inputs": ["1"]}', limits=LIMITS)
     assert verdict.score == 0.0 and verdict.error.startswith("malformed ground truth: ground_truth.outputs")
+
+
+@pytest.mark.parametrize("name", [name for name in sandbox_scenarios.SCENARIOS if name != "honest_program"])
+def test_hostile_programs_score_zero_and_leave_nothing_behind(name):
+    with sandbox_scenarios.Context() as context:
+        source, _ = sandbox_scenarios.scenarios(context)[name]
+        tests = json.dumps({"inputs": ["\n"], "outputs": ["all tests passed"]})
+        verdict = code_reward(fenced(source), tests, limits=sandbox_scenarios.LIMITS)
+        assert verdict.score == 0.0 and verdict.error is None
+        assert not sandbox_scenarios.leftover_processes()
+        assert not any(os.path.exists(marker) for marker in context.markers())
+        assert not context.anything_received()

@@ -130,7 +130,7 @@ def test_namespaces_mode_is_refused_without_root(process_mode_results):
 
 @pytest.mark.skipif(not seccomp.supported(), reason="no seccomp filter for this architecture")
 def test_seccomp_filter_blocks_sockets_namespaces_and_foreign_signals():
-    """The filter alone (no namespaces, uid or Landlock), in a forked child: only AF_UNIX sockets, no new
+    """The filter alone (no namespaces, uid or Landlock), in a forked child: no sockets but socketpairs, no new
     namespaces, and with `restrict_signals` no signal to any process but itself."""
     parent = os.getpid()
     read_end, write_end = os.pipe()
@@ -143,6 +143,7 @@ def test_seccomp_filter_blocks_sockets_namespaces_and_foreign_signals():
             for name, attempt in {"inet": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
                                   "inet6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
                                   "unix": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+                                  "socketpair": socket.socketpair,
                                   "unshare": lambda: linux.unshare(linux.CLONE_NEWNET),
                                   "signal_parent": lambda: os.kill(parent, 0),
                                   "signal_self": lambda: os.kill(os.getpid(), 0)}.items():
@@ -157,5 +158,6 @@ def test_seccomp_filter_blocks_sockets_namespaces_and_foreign_signals():
     os.close(write_end)
     outcome = json.loads(os.read(read_end, 4096))
     os.waitpid(child, 0)
-    assert outcome == {"inet": errno.EACCES, "inet6": errno.EACCES, "unix": 0, "unshare": errno.EPERM,
+    assert outcome == {"inet": errno.EACCES, "inet6": errno.EACCES, "unix": errno.EACCES, "socketpair": 0,
+                       "unshare": errno.EPERM,
                        "signal_parent": errno.EPERM, "signal_self": 0}

@@ -2,7 +2,9 @@
 system call of the sandboxed program and its children.
 
 What it refuses:
-- sockets of every family but AF_UNIX (EACCES): no TCP, UDP, raw, packet or netlink sockets;
+- socket(2) of every family (EACCES): no TCP, UDP, raw, packet or netlink sockets, and no UNIX sockets
+  either, so no local service (a Docker or D-Bus socket, the trainer's own) can be reached; socketpair(2),
+  which multiprocessing and asyncio use between their own processes, stays allowed;
 - io_uring (which could open sockets without socket(2)), ptrace and cross-process memory access;
 - new namespaces, mounts, chroot, module loading, kexec, reboot, swap, keyrings, BPF, perf events,
   userfaultfd, file-handle opens and pidfd tricks (EPERM); clone3 answers ENOSYS so that libc falls back to
@@ -34,7 +36,6 @@ _OFFSET_NR = 0
 _OFFSET_ARCH = 4
 _OFFSET_ARG0_LOW = 16       # args[0], low 32 bits on little-endian machines
 
-_AF_UNIX = 1
 _X32_SYSCALL_BIT = 0x40000000
 
 # Per architecture: the audit arch token and the numbers of the calls the filter names.
@@ -131,17 +132,13 @@ def build_filter(restrict_signals: bool = False, own_pid: int = 0) -> list[tuple
     for name in _DENIED:
         asm.jump(_JEQ_K, numbers[name], "eperm")
     asm.jump(_JEQ_K, numbers["clone3"], "enosys")
-    asm.jump(_JEQ_K, numbers["socket"], "socket")
+    asm.jump(_JEQ_K, numbers["socket"], "eacces")
     asm.jump(_JEQ_K, numbers["clone"], "clone")
     if restrict_signals:
         asm.jump(_JEQ_K, numbers["kill"], "kill")
         asm.jump(_JEQ_K, numbers["tgkill"], "tgkill")
         asm.jump(_JEQ_K, numbers["tkill"], "eperm")
     asm.ret(_RET_ALLOW)
-    asm.label("socket")
-    asm.load(_OFFSET_ARG0_LOW)
-    asm.jump(_JEQ_K, _AF_UNIX, "allow")
-    asm.ret(_RET_ERRNO | errno.EACCES)
     asm.label("clone")
     asm.load(_OFFSET_ARG0_LOW)
     asm.jump(_JSET_K, NAMESPACE_FLAGS, "eperm", "allow")
@@ -156,6 +153,7 @@ def build_filter(restrict_signals: bool = False, own_pid: int = 0) -> list[tuple
         asm.jump(_JEQ_K, own_pid, "allow", "eperm")
     asm.ret(_RET_ALLOW, "allow")
     asm.ret(_RET_ERRNO | errno.EPERM, "eperm")
+    asm.ret(_RET_ERRNO | errno.EACCES, "eacces")
     asm.ret(_RET_ERRNO | errno.ENOSYS, "enosys")
     asm.ret(_RET_KILL_PROCESS, "kill_process")
     return asm.program()

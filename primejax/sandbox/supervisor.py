@@ -34,6 +34,7 @@ from primejax.sandbox import linux, seccomp, testrun
 _NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
 _SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
 _KILL_SECONDS = 5.0
+_TMPFS_INODES = 16384                # files a program may create in its private tmpfs mounts
 _WAIT_SLACK_SECONDS = 2.0
 
 
@@ -197,11 +198,11 @@ def _build_filesystem(request: dict, uid: int) -> str:
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     size = request["limits"]["disk_mb"]
     tmpfs_flags = linux.MS_NOSUID | linux.MS_NODEV
-    linux.mount("tmpfs", "/tmp", "tmpfs", tmpfs_flags, f"mode=1777,size={size}m")
+    linux.mount("tmpfs", "/tmp", "tmpfs", tmpfs_flags, f"mode=1777,size={size}m,nr_inodes={_TMPFS_INODES}")
     _expose(request["python_paths"], "/tmp/.expose")
     for path, path_size in (("/var/tmp", 1), ("/dev/shm", size)):
         if os.path.isdir(path):
-            linux.mount("tmpfs", path, "tmpfs", tmpfs_flags, f"mode=1777,size={path_size}m")
+            linux.mount("tmpfs", path, "tmpfs", tmpfs_flags, f"mode=1777,size={path_size}m,nr_inodes={_TMPFS_INODES}")
     workdir = "/tmp/sandbox"
     os.mkdir(workdir, 0o700)
     os.chown(workdir, uid, uid)
