@@ -240,7 +240,8 @@ def host_main(uid: str | None = None) -> None:
     with `uid`, as that unprivileged user. Prints the results as JSON."""
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    supervisor._expose(list(python_paths()), os.path.join(os.path.dirname(os.path.abspath(__file__)), ".stage"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    supervisor._expose(list(python_paths()), os.path.join(tempfile.mkdtemp(dir=here), "stage"))
     if uid is not None:
         os.setgroups([])
         os.setresgid(int(uid), int(uid), int(uid))

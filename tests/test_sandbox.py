@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -128,36 +127,36 @@ def test_namespaces_mode_is_refused_without_root(process_mode_results):
     assert process_mode_results["nobody"]["namespaces_refused"] == "ok"
 
 
+SECCOMP_PROBE = """
+import errno, json, os, socket, sys
+from primejax.sandbox import linux, seccomp
+parent = os.getppid()
+linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+linux.install_seccomp_filter(seccomp.build_filter(restrict_signals=True, own_pid=os.getpid()))
+attempts = {"inet": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+            "inet6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
+            "unix": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+            "socketpair": socket.socketpair,
+            "unshare": lambda: linux.unshare(linux.CLONE_NEWNET),
+            "signal_parent": lambda: os.kill(parent, 0),
+            "signal_self": lambda: os.kill(os.getpid(), 0)}
+outcome = {}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        outcome[name] = 0
+    except OSError as error:
+        outcome[name] = error.errno
+print(json.dumps(outcome))
+"""
+
+
 @pytest.mark.skipif(not seccomp.supported(), reason="no seccomp filter for this architecture")
 def test_seccomp_filter_blocks_sockets_namespaces_and_foreign_signals():
-    """The filter alone (no namespaces, uid or Landlock), in a forked child: no sockets but socketpairs, no new
+    """The filter alone (no namespaces, uid or Landlock), in a fresh process: no sockets but socketpairs, no new
     namespaces, and with `restrict_signals` no signal to any process but itself."""
-    parent = os.getpid()
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        outcome = {}
-        try:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-            linux.install_seccomp_filter(seccomp.build_filter(restrict_signals=True, own_pid=os.getpid()))
-            for name, attempt in {"inet": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
-                                  "inet6": lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
-                                  "unix": lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
-                                  "socketpair": socket.socketpair,
-                                  "unshare": lambda: linux.unshare(linux.CLONE_NEWNET),
-                                  "signal_parent": lambda: os.kill(parent, 0),
-                                  "signal_self": lambda: os.kill(os.getpid(), 0)}.items():
-                try:
-                    attempt()
-                    outcome[name] = 0
-                except OSError as error:
-                    outcome[name] = error.errno
-        finally:
-            os.write(write_end, json.dumps(outcome).encode())
-            os._exit(0)
-    os.close(write_end)
-    outcome = json.loads(os.read(read_end, 4096))
-    os.waitpid(child, 0)
-    assert outcome == {"inet": errno.EACCES, "inet6": errno.EACCES, "unix": errno.EACCES, "socketpair": 0,
-                       "unshare": errno.EPERM,
-                       "signal_parent": errno.EPERM, "signal_self": 0}
+    done = subprocess.run([sys.executable, "-c", SECCOMP_PROBE], capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert json.loads(done.stdout) == {"inet": errno.EACCES, "inet6": errno.EACCES, "unix": errno.EACCES,
+                                       "socketpair": 0, "unshare": errno.EPERM, "signal_parent": errno.EPERM,
+                                       "signal_self": 0}

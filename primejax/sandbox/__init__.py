@@ -9,16 +9,28 @@ See `supervisor.py` for the two isolation modes and README.md ("The code sandbox
 and what they do not.
 """
 
-from primejax.sandbox.api import (
-    ISOLATION_MODES,
-    Isolation,
-    SandboxRun,
-    TestOutcome,
-    python_paths,
-    run_program,
-    time_budget,
-)
-from primejax.sandbox.limits import SandboxLimits
+import importlib
 
-__all__ = ["ISOLATION_MODES", "Isolation", "SandboxLimits", "SandboxRun", "TestOutcome", "python_paths",
-           "run_program", "time_budget"]
+# Exports load on first use: the supervisor process imports this package at the start of every sandboxed
+# program, and needs none of the caller-side modules (subprocess, dataclasses, sysconfig) it would pull in.
+_EXPORTS = {
+    "ISOLATION_MODES": "api",
+    "Isolation": "api",
+    "SandboxRun": "api",
+    "TestOutcome": "api",
+    "python_paths": "api",
+    "run_program": "api",
+    "time_budget": "api",
+    "SandboxLimits": "limits",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'primejax.sandbox' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"primejax.sandbox.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

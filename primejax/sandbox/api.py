@@ -25,6 +25,8 @@ from primejax.sandbox.limits import SandboxLimits
 ISOLATION_MODES = ("auto", "namespaces", "process")
 DEFAULT_UID_BASE = 2_000_000_000        # sandbox uid = base + supervisor pid: unique while the supervisor lives
 _SUPERVISOR_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+# `-I -S`: no environment, no user site, no site-packages processing (the supervisor needs the standard library
+# and this package only; the caller's module path is handed over in the request for the programs).
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from primejax.sandbox.supervisor import main; main()"
 _STARTUP_SECONDS = 10.0                 # supervisor start and namespace set-up, beyond the tests' own clocks
 _PER_TEST_SLACK_SECONDS = 0.5
@@ -84,6 +86,16 @@ def python_paths() -> tuple[str, ...]:
     return tuple(outermost)
 
 
+@functools.lru_cache(maxsize=1)
+def _program_sys_path() -> tuple[str, ...]:
+    """This process's module path, kept to the Python installation (site-packages, .pth additions inside it):
+    what a sandboxed program may import from."""
+    roots = [root.rstrip("/") + "/" for root in python_paths()]
+    return tuple(entry for entry in sys.path
+                 if entry and os.path.isdir(entry) and any((os.path.realpath(entry) + "/").startswith(root)
+                                                           for root in roots))
+
+
 def _request(source, tests, fn_name, prelude, preload, limits, isolation, total_timeout) -> dict:
     if fn_name is None:
         cases = [{"stdin": stdin, "args": None} for stdin in tests]
@@ -91,7 +103,7 @@ def _request(source, tests, fn_name, prelude, preload, limits, isolation, total_
         cases = [{"stdin": "", "args": list(args)} for args in tests]
     return {"source": source, "fn_name": fn_name, "prelude": prelude, "preload": list(preload), "tests": cases,
             "limits": limits.to_json(), "isolation": isolation, "total_timeout": total_timeout,
-            "python_paths": list(python_paths()), "parent_pid": os.getpid()}
+            "python_paths": list(python_paths()), "sys_path": list(_program_sys_path()), "parent_pid": os.getpid()}
 
 
 def _outcome(data: dict) -> TestOutcome:
@@ -139,7 +151,7 @@ def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, pre
     budget = _tests_budget(len(tests), limits, total_timeout_seconds)
     request = _request(source, tests, fn_name, prelude, preload, limits, isolation, budget)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(primejax.__file__)))
-    process = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, package_root], stdin=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOT, package_root], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_SUPERVISOR_ENV,
                                start_new_session=True, close_fds=True)
     request["sandbox_uid"] = uid_base + process.pid if os.geteuid() == 0 else None

@@ -256,6 +256,7 @@ def _layers(mode: str, spec: dict, landlock_abi: int) -> list[str]:
 
 
 def _run_tests(request: dict, spec: dict, kill_leftovers) -> list[dict]:
+    sys.path.extend(entry for entry in request["sys_path"] if entry not in sys.path)
     for name in request["preload"]:
         __import__(name)
     budget_end = time.monotonic() + request["total_timeout"]

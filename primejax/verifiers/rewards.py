@@ -59,7 +59,11 @@ def route(ability: str | None, data_source: str | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VerifierConfig:
-    """Options of the built-in verifiers, and of users' (`extra`: name -> options, with `timeout_seconds`)."""
+    """Options of the built-in verifiers, and of users' (`extra`: name -> options, with `timeout_seconds`).
+
+    A code item's time bound is the sandbox's budget for `code_max_tests` tests (100 when None); with
+    `code_max_tests=None` on problems with more tests, set `code_total_timeout_seconds` as well.
+    """
 
     math_timeout_seconds: float = 1.0
     math_rel_tol: float = 1e-4
