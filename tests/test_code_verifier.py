@@ -121,6 +121,13 @@ def test_call_based_programs_score_the_fraction_of_tests_passed(program, score):
     assert verdict.error is None and verdict.score == pytest.approx(score)
 
 
+def test_a_returned_object_cannot_fake_equality():
+    """The value crosses the sandbox as JSON: an object whose __eq__ always says yes is never compared."""
+    cheat = ("class Anything:\n    def __eq__(self, other):\n        return True\n    def tolist(self):\n"
+             "        return 'anything'\n\ndef two_sum(nums, target):\n    return Anything()")
+    assert code_reward(fenced(cheat), CALL_TESTS, limits=LIMITS).score == 0.0
+
+
 def test_only_the_first_max_tests_count():
     tests = json.dumps({"inputs": [f"{i}\n" for i in range(12)], "outputs": [f"{i}\n" for i in range(11)] + ["x"]})
     echo = fenced("print(input())")

@@ -44,6 +44,14 @@ def test_call_based_programs_return_json_values():
     assert missing.tests[0].status == "runtime_error" and "no function 'add'" in missing.tests[0].stderr
 
 
+def test_the_interpreter_is_a_normal_one():
+    """exit() and friends exist, site-packages import, and the program runs as __main__."""
+    source = ("import numpy\nassert __name__ == '__main__' and callable(help) and callable(quit)\n"
+              "print(numpy.int64(6) * 7)\nexit()\nprint('not reached')")
+    run = run_program(source, [""], limits=FAST)
+    assert (run.tests[0].status, run.tests[0].stdout) == ("ok", "42\n"), run.tests[0].stderr
+
+
 def test_exit_codes_and_errors_are_reported():
     run = run_program("import sys\nprint('partial')\nsys.exit(3)", ["", ""], limits=FAST)
     assert [(t.status, t.exit_code, t.stdout) for t in run.tests] == [("runtime_error", 3, "partial\n")] * 2

@@ -24,6 +24,7 @@ import os
 import select
 import shutil
 import signal
+import site
 import stat
 import sys
 import tempfile
@@ -256,7 +257,12 @@ def _layers(mode: str, spec: dict, landlock_abi: int) -> list[str]:
 
 
 def _run_tests(request: dict, spec: dict, kill_leftovers) -> list[dict]:
+    # What `site` gives a normal interpreter and this one (started with -S) lacks: the caller's module path
+    # and the builtins exit, quit, help, copyright, credits and license.
     sys.path.extend(entry for entry in request["sys_path"] if entry not in sys.path)
+    site.setquit()
+    site.sethelper()
+    site.setcopyright()
     for name in request["preload"]:
         __import__(name)
     budget_end = time.monotonic() + request["total_timeout"]
