@@ -68,9 +68,15 @@ def test_total_budget_leaves_later_tests_unrun():
     assert run.tests[1].wall_seconds < 0.8
 
 
-def test_bad_isolation_name_is_refused():
+def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="isolation must be one of auto, namespaces, process; got 'jail'"):
         run_program("print(1)", [""], isolation="jail")
+    with pytest.raises(ValueError, match=r"uid_base must lie in \[1, 4290772990\]"):
+        run_program("print(1)", [""], uid_base=2**32)
+    with pytest.raises(TypeError, match="stdin tests must be strings"):
+        run_program("print(1)", [b"1"])
+    with pytest.raises(ValueError, match="SandboxLimits.memory_mb must be a positive number, got 0"):
+        SandboxLimits(memory_mb=0)
 
 
 @needs_root

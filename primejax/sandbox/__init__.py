@@ -23,7 +23,8 @@ _EXPORTS = {
     "time_budget": "api",
     "SandboxLimits": "limits",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["ISOLATION_MODES", "Isolation", "SandboxLimits", "SandboxRun", "TestOutcome", "python_paths",
+           "run_program", "time_budget"]
 
 
 def __getattr__(name: str):

@@ -24,6 +24,8 @@ from primejax.sandbox.limits import SandboxLimits
 
 ISOLATION_MODES = ("auto", "namespaces", "process")
 DEFAULT_UID_BASE = 2_000_000_000        # sandbox uid = base + supervisor pid: unique while the supervisor lives
+_MAX_UID = 2**32 - 2                    # (uid_t) -1 means "unchanged"
+_MAX_PID = 2**22                        # the kernel's largest pid_max
 _SUPERVISOR_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 # `-I -S`: no environment, no user site, no site-packages processing (the supervisor needs the standard library
 # and this package only; the caller's module path is handed over in the request for the programs).
@@ -144,6 +146,8 @@ def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, pre
     total_timeout_seconds: a budget for all tests together; tests it does not reach are "not_run".
     """
     limits = limits or SandboxLimits()
+    if not 0 < uid_base <= _MAX_UID - _MAX_PID:
+        raise ValueError(f"uid_base must lie in [1, {_MAX_UID - _MAX_PID}] (uid_base + a pid is a uid), got {uid_base}")
     if isolation not in ISOLATION_MODES:
         raise ValueError(f"isolation must be one of {', '.join(ISOLATION_MODES)}; got {isolation!r}")
     if fn_name is None and not all(isinstance(stdin, str) for stdin in tests):
