@@ -18,8 +18,9 @@ from primejax.sandbox import SandboxLimits, linux, run_program, supervisor
 from primejax.sandbox.api import DEFAULT_UID_BASE, python_paths
 
 LIMITS = SandboxLimits(timeout_seconds=1.0, cpu_seconds=1.0, memory_mb=512, stdout_bytes=1 << 20, max_processes=32)
-SCENARIOS = ("sockets", "write_outside", "read_secrets", "kill_parent", "fork_bomb", "daemon", "huge_memory",
-             "print_gigabytes", "big_file", "infinite_loop", "sleep_forever", "honest_program")
+SCENARIOS = ("sockets", "write_outside", "read_secrets", "kill_parent", "fork_bomb", "daemon", "leave_group",
+             "huge_memory", "print_gigabytes", "big_file", "infinite_loop", "sleep_forever", "fake_sandbox_error",
+             "self_inspection", "honest_program")
 SECRET = "primejax-test-secret-7f3a9c"
 DAEMON_MARK = "987651"
 
@@ -124,6 +125,10 @@ def scenarios(ctx: Context) -> dict:
         _status("output_limit")(run, ctx)
         assert run.tests[0].wall_seconds < 0.9 * LIMITS.timeout_seconds, run.tests[0].wall_seconds
 
+    def dies_with_supervisor(run, ctx):
+        _status("ok")(run, ctx)
+        assert run.tests[0].stdout == "9 0\n", run.tests[0].stdout        # SIGKILL on parent death; not dumpable
+
     def honest(run, ctx):
         _status("ok")(run, ctx)
         assert run.tests[0].stdout == "thread ran\n15\n", run.tests[0].stdout
@@ -193,11 +198,32 @@ if os.fork() == 0:
     os._exit(0)
 print('parent exits')
 """, _status("ok")),
+        "leave_group": (f"""
+import os, time
+ready_r, ready_w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    os.write(ready_w, b'x')
+    os.execv('/bin/sleep', ['sleep', '{DAEMON_MARK}'])
+os.read(ready_r, 1)
+os.setpgid(0, child)              # out of the group the supervisor would kill
+time.sleep(3600)
+""", _status("timeout")),
         "huge_memory": ("block = bytearray(10 ** 11)\nprint('allocated')", _status("memory_limit")),
         "print_gigabytes": ("import sys\nwhile True:\n    sys.stdout.write('x' * (1 << 20))", fast_output_limit),
         "big_file": ("with open('big', 'wb') as f:\n    f.write(b'x' * (64 << 20))", _status("file_size_limit")),
         "infinite_loop": ("while True:\n    pass", _status("timeout", "cpu_limit")),
         "sleep_forever": ("import time\ntime.sleep(3600)", _status("timeout")),
+        "fake_sandbox_error": ("import os\nos.write(2, b'sandbox setup failed: injected')\nos._exit(125)",
+                               _status("runtime_error")),
+        "self_inspection": ("""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+signal_on_parent_death = ctypes.c_int()
+libc.prctl(2, ctypes.byref(signal_on_parent_death), 0, 0, 0)      # PR_GET_PDEATHSIG
+print(signal_on_parent_death.value, libc.prctl(3, 0, 0, 0, 0))    # PR_GET_DUMPABLE
+""", dies_with_supervisor),
         "honest_program": ("""
 import asyncio, subprocess, threading
 import numpy as np

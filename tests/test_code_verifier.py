@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -61,6 +62,10 @@ def test_malformed_tests_name_the_field(ground_truth, message):
     ("0.334", "0.333", False),
     ("3\n4\n", "3\n", False),
     ("YES", "yes", False),
+    ("123457", "123456", False),          # integers compare exactly; only real numbers get the tolerance
+    ("YES 100001", "YES 100000", False),
+    ("007 -0", "7 0", True),
+    ("1.0000001", "1", True),
     ("nan", "nan", True),
     ("inf", "1e400", False),
     ("", "", True),
@@ -126,6 +131,24 @@ def test_a_returned_object_cannot_fake_equality():
     cheat = ("class Anything:\n    def __eq__(self, other):\n        return True\n    def tolist(self):\n"
              "        return 'anything'\n\ndef two_sum(nums, target):\n    return Anything()")
     assert code_reward(fenced(cheat), CALL_TESTS, limits=LIMITS).score == 0.0
+
+
+def test_a_return_value_nested_past_python_limits_is_just_wrong():
+    deep = "import os\ndef two_sum(nums, target):\n    os.write(3, b'[' * 100000 + b']' * 100000)\n    os._exit(0)"
+    assert code_reward(fenced(deep), CALL_TESTS, limits=LIMITS).score == 0.0
+
+
+def test_a_program_cannot_pass_itself_off_as_a_sandbox_failure():
+    fake = "import os\nos.write(2, b'sandbox setup failed: injected')\nos._exit(125)"
+    verdict = code_reward(fenced(fake), STDIO_TESTS, limits=LIMITS)
+    assert verdict.score == 0.0 and verdict.error is None and verdict.info["statuses"] == {"runtime_error": 4}
+
+
+def test_reasoning_is_dropped_in_linear_time():
+    start = time.perf_counter()
+    assert extract_program("<think>" * 200_000) == "<think>" * 200_000
+    assert extract_program("<THINK>```python\nprint(0)\n```</think>" * 20_000 + "print(1)") == "print(1)"
+    assert time.perf_counter() - start < 1.0
 
 
 def test_only_the_first_max_tests_count():

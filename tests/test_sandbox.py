@@ -52,6 +52,28 @@ def test_the_interpreter_is_a_normal_one():
     assert (run.tests[0].status, run.tests[0].stdout) == ("ok", "42\n"), run.tests[0].stderr
 
 
+def test_each_test_starts_in_an_empty_working_directory():
+    source = "import os\nprint(sorted(os.listdir('.')))\nopen('left_over', 'w').write('x' * 1000)"
+    run = run_program(source, ["", ""], limits=FAST)
+    assert [t.stdout for t in run.tests] == ["[]\n", "[]\n"]
+
+
+def test_threads_and_exit_handlers_finish_before_the_exit():
+    source = ("import atexit, threading\natexit.register(print, 'atexit ran')\n"
+              "def main():\n    print(sum(range(16)))\n"
+              "threading.stack_size(1 << 26)\nthreading.Thread(target=main).start()")
+    run = run_program(source, [""], limits=FAST)
+    assert run.tests[0].stdout == "120\natexit ran\n", run.tests[0].stderr
+
+
+def test_output_bytes_that_are_not_utf8_come_back_replaced():
+    run = run_program("import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe end')", [""], limits=FAST)
+    assert run.tests[0].stdout == "ok \ufffd\ufffd end"
+    call = run_program("def f():\n    print('noise ' * 100000)\n    return [1]", [[]], fn_name="f",
+                       limits=SandboxLimits(stderr_bytes=1000))
+    assert call.tests[0].value == "[1]" and len(call.tests[0].stdout) == 1000       # a tail only
+
+
 def test_exit_codes_and_errors_are_reported():
     run = run_program("import sys\nprint('partial')\nsys.exit(3)", ["", ""], limits=FAST)
     assert [(t.status, t.exit_code, t.stdout) for t in run.tests] == [("runtime_error", 3, "partial\n")] * 2

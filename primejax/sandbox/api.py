@@ -8,6 +8,7 @@ sandbox.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import json
@@ -20,6 +21,7 @@ import sysconfig
 from collections.abc import Sequence
 
 import primejax
+from primejax.sandbox import supervisor
 from primejax.sandbox.limits import SandboxLimits
 
 ISOLATION_MODES = ("auto", "namespaces", "process")
@@ -47,7 +49,7 @@ class TestOutcome:
     status: str
     stdout: str
     stderr: str
-    value: str | None           # call-based tests: the JSON of the return value
+    value: str | None           # call-based tests: the JSON of the return value (their stdout is only a tail)
     exit_code: int | None
     signal: int | None
     wall_seconds: float
@@ -108,8 +110,16 @@ def _request(source, tests, fn_name, prelude, preload, limits, isolation, total_
             "python_paths": list(python_paths()), "sys_path": list(_program_sys_path()), "parent_pid": os.getpid()}
 
 
+def _decoded(encoded: str | None) -> str | None:
+    """Output bytes from the supervisor (base64) as text; bytes that are not UTF-8 become U+FFFD."""
+    return None if encoded is None else base64.b64decode(encoded).decode("utf-8", errors="replace")
+
+
 def _outcome(data: dict) -> TestOutcome:
-    return TestOutcome(**{field.name: data[field.name] for field in dataclasses.fields(TestOutcome)})
+    fields = {field.name: data[field.name] for field in dataclasses.fields(TestOutcome)}
+    for name in ("stdout", "stderr", "value"):
+        fields[name] = _decoded(fields[name])
+    return TestOutcome(**fields)
 
 
 def _tests_budget(num_tests: int, limits: SandboxLimits, total_timeout_seconds: float | None) -> float:
@@ -122,14 +132,17 @@ def time_budget(num_tests: int, limits: SandboxLimits, total_timeout_seconds: fl
     return _tests_budget(num_tests, limits, total_timeout_seconds) + _STARTUP_SECONDS
 
 
-def _kill(process: subprocess.Popen) -> None:
-    """Kills the supervisor's session (in namespaces mode its PID-namespace init dies with it, and so does every
-    process of the sandbox) and reaps the supervisor."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _kill(process: subprocess.Popen, sandbox_uid: int | None) -> None:
+    """Kills the supervisor and what it started, and reaps the supervisor. In the namespaces mode its PID
+    namespace dies with it; in the process mode the sweep goes by session and, as root, by sandbox uid."""
+    for pid in [process.pid, *supervisor.session_members(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.communicate()
+    if sandbox_uid is not None:
+        supervisor.kill_uid_processes(sandbox_uid)
 
 
 def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, prelude: str = "",
@@ -162,10 +175,10 @@ def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, pre
     try:
         out, err = process.communicate(json.dumps(request).encode(), timeout=budget + _STARTUP_SECONDS)
     except subprocess.TimeoutExpired:
-        _kill(process)
+        _kill(process, request["sandbox_uid"])
         return SandboxRun((), None, "the sandbox supervisor overran its time budget and was killed")
     except BaseException:           # interrupted (a caller's own timeout, Ctrl-C): take the sandbox down with us
-        _kill(process)
+        _kill(process, request["sandbox_uid"])
         raise
     try:
         result = json.loads(out)

@@ -1,18 +1,20 @@
 """The sandboxed side of one test: what a freshly forked child does before and while running the program.
 
 The child confines itself, in this order, then runs the program as `__main__`:
-1. its own process group, and death when its parent dies;
+1. its own process group;
 2. stdin from the test's input, stdout/stderr (and, for call-based tests, fd 3 for the return value) into the
    supervisor's pipes, every other descriptor closed;
 3. rlimits (address space, CPU, file size, processes, open files, no core files);
 4. the sandbox uid when the supervisor runs as root;
-5. no_new_privs, Landlock, the seccomp filter;
-6. the working directory and a scrubbed environment.
+5. death when the supervisor dies, not dumpable, no_new_privs, Landlock, the seccomp filter;
+6. the working directory and a scrubbed environment;
+then it tells the supervisor, on a pipe it closes before the program starts, that confinement is complete.
 Nothing here returns: the child leaves through os._exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import contextlib
 import io
@@ -56,12 +58,13 @@ def _set_limits(limits: dict, process_allowance: int) -> None:
     cap(resource.RLIMIT_CORE, 0)
 
 
-def _confine(spec: dict, stdin_fd: int, stdout_fd: int, stderr_fd: int, value_fd: int) -> None:
+def _confine(spec: dict, fds: dict[str, int]) -> None:
+    parent = os.getppid()
     os.setpgid(0, 0)
-    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    for target, fd in ((0, stdin_fd), (1, stdout_fd), (2, stderr_fd), (3, value_fd)):
-        os.dup2(fd, target)
-    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    for target, name in ((0, "stdin"), (1, "stdout"), (2, "stderr"), (3, "value")):
+        os.dup2(fds[name], target)
+    os.closerange(4, fds["confined"])
+    os.closerange(fds["confined"] + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
     _set_limits(spec["limits"], spec["process_allowance"])
@@ -70,7 +73,12 @@ def _confine(spec: dict, stdin_fd: int, stdout_fd: int, stderr_fd: int, value_fd
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    linux.prctl(linux.PR_SET_DUMPABLE, 1)      # the supervisor is not dumpable; the program may see its own /proc
+    # After the uid change, which clears both: death with the supervisor, and no core dump, no ptrace, no
+    # /proc/<pid> of ours for others (a core-dump pipe handler would ignore RLIMIT_CORE = 0).
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        raise RuntimeError("the supervisor died while the test started")
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     if spec["landlock"]:
         own_proc = [f"/proc/{os.getpid()}"] if spec["read_own_proc"] else []
@@ -80,6 +88,8 @@ def _confine(spec: dict, stdin_fd: int, stdout_fd: int, stderr_fd: int, value_fd
     os.chdir(spec["workdir"])
     os.environ.clear()
     os.environ.update(_ENV, HOME=spec["workdir"], TMPDIR=spec["workdir"])
+    os.write(fds["confined"], b"1")            # the one proof of confinement, on a pipe the program never holds
+    os.close(fds["confined"])
 
 
 def _json_value(value):
@@ -99,6 +109,15 @@ def _text_stream(fd: int, mode: str, errors: str) -> io.TextIOWrapper:
     raw = io.FileIO(fd, mode, closefd=False)
     buffered = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
     return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, line_buffering=fd == 2)
+
+
+def _finish_like_an_interpreter() -> None:
+    """What the interpreter does at exit before our os._exit skips it: wait for the program's non-daemon threads
+    (a common way to get a larger stack), then run its atexit handlers."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()
 
 
 def _run(spec: dict, args: list | None) -> int:
@@ -138,17 +157,21 @@ def _run(spec: dict, args: list | None) -> int:
         return 1
 
 
-def run_in_child(spec: dict, args: list | None, stdin_fd: int, stdout_fd: int, stderr_fd: int,
-                 value_fd: int) -> None:
-    """Confines this freshly forked process and runs the program; never returns."""
+def run_in_child(spec: dict, args: list | None, fds: dict[str, int]) -> None:
+    """Confines this freshly forked process and runs the program; never returns.
+
+    fds: the descriptors the supervisor made for this test: "stdin" (a memfd), "stdout", "stderr" and "value"
+    (pipes), and "confined", to which one byte is written once confinement is complete.
+    """
     try:
-        _confine(spec, stdin_fd, stdout_fd, stderr_fd, value_fd)
+        _confine(spec, fds)
     except BaseException as error:  # noqa: BLE001 - any failure to confine must stop the child before the program
         os.write(2, f"sandbox setup failed: {error!r}\n".encode())
         _exit(SETUP_FAILED_EXIT)
     code = 1
     try:
         code = _run(spec, args)
+        _finish_like_an_interpreter()
     finally:
         try:
             for stream in (sys.stdout, sys.stderr):

@@ -68,16 +68,32 @@ def _tasks_of_uid(uid: int) -> int:
     return sum(int(_read_proc_field(pid, "Threads") or 1) for pid in _pids() if _real_uid(pid) == uid)
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of a session."""
+    members = []
+    for pid in _pids():
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[3]) == session:
+            members.append(int(pid))
+    return members
+
+
 def _descendants_of(ancestor: int) -> list[int]:
     """Every live process below `ancestor` in the process tree (one scan of /proc)."""
     children: dict[int, list[int]] = {}
     for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/stat") as stat_file:
-                parent = int(stat_file.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(pid))
+        fields = _stat_fields(pid)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(pid))
     found, frontier = [], [ancestor]
     while frontier:
         below = children.get(frontier.pop(), [])
@@ -117,22 +133,34 @@ def _kill_namespace() -> None:
     _sweep(kill_round)
 
 
+def _kill_uid_round(uid: int) -> bool:
+    """Kills every process of `uid` once (a helper takes the uid and kills -1); False when there were none."""
+    if not any(_real_uid(pid) == uid for pid in _pids()):
+        return False
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(helper, 0)
+    return True
+
+
+def kill_uid_processes(uid: int) -> None:
+    """Kills every process of the sandbox's own uid, from a process that is not their parent (reaps none)."""
+    deadline = time.monotonic() + _KILL_SECONDS
+    while _kill_uid_round(uid) and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def _kill_uid(uid: int):
-    """A sweep that kills every process of the sandbox's own uid (a helper takes the uid and kills -1)."""
+    """A sweep that kills every process of the sandbox's own uid and reaps our children among them."""
 
     def kill_round():
-        if not any(_real_uid(pid) == uid for pid in _pids()):
-            return _reap()
-        helper = os.fork()
-        if helper == 0:
-            try:
-                os.setresuid(uid, uid, uid)
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
-        _reap()
-        return True
+        killed = _kill_uid_round(uid)
+        return _reap() or killed
 
     return lambda: _sweep(kill_round)
 
@@ -149,6 +177,28 @@ def _kill_descendants() -> None:
         return _reap()
 
     _sweep(kill_round)
+
+
+def _unlock_and_remove(function, path, _error) -> None:
+    """rmtree's error handler: a program may have taken the permissions off its own files and directories."""
+    for target in (os.path.dirname(path), path):
+        try:
+            os.chmod(target, 0o700, follow_symlinks=False)
+        except (OSError, NotImplementedError):
+            pass
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _empty(directory: str) -> None:
+    """Removes everything inside `directory` (symbolic links as links, never their targets)."""
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, onerror=_unlock_and_remove)
+        else:
+            os.unlink(entry.path)
 
 
 def _closed_ancestor(path: str) -> str | None:
@@ -276,6 +326,8 @@ def _run_tests(request: dict, spec: dict, kill_leftovers) -> list[dict]:
         limits = dict(spec["limits"], timeout_seconds=min(spec["limits"]["timeout_seconds"], remaining))
         args = test["args"] if request["fn_name"] is not None else None
         outcomes.append(testrun.run_test(dict(spec, limits=limits), test["stdin"].encode(), args, kill_leftovers))
+        for directory in spec["write_paths"]:         # each test starts from empty directories
+            _empty(directory)
     return outcomes
 
 
@@ -355,7 +407,7 @@ def supervise(request: dict) -> dict:
         return {"isolation": isolation, "tests": _run_tests(request, spec, kill_leftovers)}
     finally:
         kill_leftovers()
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, onerror=_unlock_and_remove)
 
 
 def main() -> None:

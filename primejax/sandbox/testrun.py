@@ -8,6 +8,7 @@ chose (PID namespace, sandbox uid, or subreaper sweep) before the next test star
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import signal
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from primejax.sandbox import program
 
 _READ_CHUNK = 1 << 16
-_DRAIN_SECONDS = 1.0
+_DRAIN_SECONDS = 0.25      # after the kill sweep nothing can write; only a descriptor in flight can hold a pipe
 
 
 class _Capture:
@@ -68,8 +69,6 @@ def _classify(status: int, reason: str | None, cpu: float, limits: dict, stderr:
         return "killed", exit_code, sig
     if exit_code == 0:
         return "ok", exit_code, sig
-    if exit_code == program.SETUP_FAILED_EXIT and stderr.startswith("sandbox setup failed"):
-        return "sandbox_error", exit_code, sig
     if "MemoryError" in stderr[-2000:]:
         return "memory_limit", exit_code, sig
     if "[Errno 27] File too large" in stderr[-2000:]:        # Python ignores SIGXFSZ and raises EFBIG instead
@@ -77,19 +76,31 @@ def _classify(status: int, reason: str | None, cpu: float, limits: dict, stderr:
     return "runtime_error", exit_code, sig
 
 
+def _encode(capture: _Capture) -> str:
+    return base64.b64encode(capture.data).decode("ascii")
+
+
 def run_test(spec: dict, stdin: bytes, args: list | None, kill_leftovers: Callable[[], None]) -> dict:
-    """Runs the program once on one test input and returns what happened (see `TestOutcome` in the API)."""
+    """Runs the program once on one test input and returns what happened (see `TestOutcome` in the API), with
+    stdout, stderr and the value as base64 (raw bytes travel compactly; the caller decodes them)."""
     limits = spec["limits"]
-    stdin_fd = _memfd_with(stdin)
-    (out_r, out_w), (err_r, err_w), (val_r, val_w) = os.pipe(), os.pipe(), os.pipe()
+    child_ends = {"stdin": _memfd_with(stdin)}
+    (out_r, child_ends["stdout"]), (err_r, child_ends["stderr"]), (val_r, child_ends["value"]) = (
+        os.pipe(), os.pipe(), os.pipe())
+    confined_r, child_ends["confined"] = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        program.run_in_child(spec, args, stdin_fd, out_w, err_w, val_w)
-    for fd in (stdin_fd, out_w, err_w, val_w):
+        os.close(confined_r)
+        program.run_in_child(spec, args, child_ends)
+    for fd in child_ends.values():
         os.close(fd)
-    captures = {out_r: _Capture(limits["stdout_bytes"]), err_r: _Capture(limits["stderr_bytes"], keep_tail=True),
+    # A call-based test answers on the value pipe; its stdout is kept like stderr, a tail for diagnostics.
+    stdout_capture = (_Capture(limits["stdout_bytes"]) if args is None
+                      else _Capture(limits["stderr_bytes"], keep_tail=True))
+    captures = {out_r: stdout_capture, err_r: _Capture(limits["stderr_bytes"], keep_tail=True),
                 val_r: _Capture(limits["stdout_bytes"])}
+    answer = captures[out_r] if args is None else captures[val_r]
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     for fd in (*captures, pidfd):
@@ -120,12 +131,13 @@ def run_test(spec: dict, stdin: bytes, args: list | None, kill_leftovers: Callab
             break
         if read_ready(remaining):
             break
-        if captures[out_r].overflowed or captures[val_r].overflowed:
+        if answer.overflowed:
             reason = "output_limit"
             break
     wall = time.monotonic() - start
+    # The child by its pidfd (it may have left its process group), then everything else the test started.
     try:
-        os.killpg(pid, signal.SIGKILL)       # the child and its whole process group, before reaping its pid
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
     _, status, usage = os.wait4(pid, 0)
@@ -137,18 +149,30 @@ def run_test(spec: dict, stdin: bytes, args: list | None, kill_leftovers: Callab
         read_ready(drain_until - time.monotonic())
     for fd in captures:
         os.close(fd)
-    if reason is None and (captures[out_r].overflowed or captures[val_r].overflowed):
+    confined = _confirmed(confined_r)
+    if reason is None and answer.overflowed:
         reason = "output_limit"
     cpu = usage.ru_utime + usage.ru_stime
-    stderr = captures[err_r].text()
-    status_name, exit_code, sig = _classify(status, reason, cpu, limits, stderr)
+    status_name, exit_code, sig = _classify(status, reason if confined else "sandbox_error", cpu, limits,
+                                            captures[err_r].text())
     return {
         "status": status_name,
         "exit_code": exit_code,
         "signal": sig,
-        "stdout": captures[out_r].text(),
-        "stderr": stderr,
-        "value": captures[val_r].text() if args is not None and status_name == "ok" else None,
+        "stdout": _encode(captures[out_r]),
+        "stderr": _encode(captures[err_r]),
+        "value": _encode(captures[val_r]) if args is not None and status_name == "ok" else None,
         "wall_seconds": round(wall, 6),
         "cpu_seconds": round(cpu, 6),
     }
+
+
+def _confirmed(confined_r: int) -> bool:
+    """Whether the child wrote its byte of completed confinement (the write end is closed by now)."""
+    os.set_blocking(confined_r, False)
+    try:
+        return os.read(confined_r, 1) == b"1"
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(confined_r)

@@ -32,14 +32,29 @@ from builtins import *
 PRELUDE_MODULES = ("bisect", "collections", "copy", "functools", "heapq", "itertools", "math", "operator", "random",
                    "re", "string", "typing")
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _PYTHON_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\n", re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+
+
+def drop_reasoning(response: str) -> str:
+    """The response without its <think>...</think> blocks (case-insensitive), in one pass: an opening tag with no
+    closing one is left as text."""
+    kept, position = [], 0
+    while True:
+        opening = _THINK_OPEN.search(response, position)
+        closing = _THINK_CLOSE.search(response, opening.end()) if opening else None
+        if closing is None:
+            kept.append(response[position:])
+            return "".join(kept)
+        kept.append(response[position:opening.start()])
+        position = closing.end()
 
 
 def extract_program(response: str) -> str:
     """The code of the last ```python fence (up to the next ```, or the end of an unclosed fence); without
     such a fence, the whole response. Reasoning inside <think>...</think> is dropped first."""
-    response = _THINK_BLOCK.sub("", response)
+    response = drop_reasoning(response)
     fences = list(_PYTHON_FENCE.finditer(response))
     if not fences:
         return response

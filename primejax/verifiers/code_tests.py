@@ -82,7 +82,13 @@ def parse_apps_tests(ground_truth: str | dict) -> AppsTests:
                      tuple(_expected_value(v) for v in outputs), fn_name)
 
 
+def _is_integer(token: str) -> bool:
+    return token.lstrip("+-").isdigit()
+
+
 def _numbers_close(actual: str, expected: str, rel_tol: float, abs_tol: float) -> bool:
+    if _is_integer(actual) and _is_integer(expected):
+        return int(actual) == int(expected)
     try:
         a, b = float(actual), float(expected)
     except ValueError:
@@ -91,8 +97,9 @@ def _numbers_close(actual: str, expected: str, rel_tol: float, abs_tol: float) -
 
 
 def stdout_matches(actual: str, expected: str, *, rel_tol: float = 1e-5, abs_tol: float = 1e-8) -> bool:
-    """Lenient stdout comparison (SPEC §7): the whitespace-separated tokens must agree one for one, where a pair
-    of numbers may differ as numpy's allclose allows (|a - b| <= abs_tol + rel_tol * |b|).
+    """Lenient stdout comparison (SPEC §7): the whitespace-separated tokens must agree one for one, where two
+    integers must be equal as numbers ("007" = "7") and a pair of other numbers may differ as numpy's allclose
+    allows (|a - b| <= abs_tol + rel_tol * |b|), so only real-valued answers get a tolerance.
 
     Leading, trailing and repeated whitespace and blank lines therefore never matter.
     """
@@ -117,9 +124,9 @@ def return_value_matches(actual_json: str, expected: Any) -> bool:
     expected value, or the single element of an expected one-element list."""
     try:
         actual = json.loads(actual_json)
-    except ValueError:
+        expected = _as_lists(expected)
+        if actual == expected:
+            return True
+        return isinstance(expected, list) and len(expected) == 1 and actual == expected[0]
+    except (ValueError, RecursionError):    # not JSON, or nested deeper than Python will follow: not a match
         return False
-    expected = _as_lists(expected)
-    if actual == expected:
-        return True
-    return isinstance(expected, list) and len(expected) == 1 and actual == expected[0]
