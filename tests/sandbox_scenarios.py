@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -79,16 +80,19 @@ class Context:
 
 
 def leftover_processes() -> list[str]:
-    """Processes a sandbox left behind: anything of a sandbox uid, of our own uid when we are not root (but us),
-    or carrying the daemon's mark."""
+    """Live processes a sandbox left behind: anything of a sandbox uid, of our own uid when we are not root (but
+    us), or carrying the daemon's mark. Zombies are dead already (their new parent reaps them)."""
     me, found = os.getpid(), []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/status") as f:
-                uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            if status["State"].split()[0] == "Z":
+                continue
+            uid = int(status["Uid"].split()[0])
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, StopIteration):
+        except (OSError, KeyError):
             continue
         ours = uid == os.getuid() and os.getuid() != 0 and int(pid) != me and "sandbox_scenarios" not in cmdline
         if uid >= DEFAULT_UID_BASE or DAEMON_MARK in cmdline or ours:
@@ -238,6 +242,35 @@ print(int(np.arange(5).sum()) + asyncio.run(two()) + three)
     }
 
 
+def interrupted_run(isolation: str) -> str:
+    """A caller interrupted in the middle of a run (Ctrl-C, its own timeout) takes the sandbox down with it:
+    no process of the program is left, nor its working directory."""
+    source = f"""
+import os, time
+if os.fork() == 0:
+    os.execv('/bin/sleep', ['sleep', '{DAEMON_MARK}'])
+time.sleep(60)
+"""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        run_program(source, ["\n"], limits=SandboxLimits(timeout_seconds=5.0), isolation=isolation)
+        return "the run was not interrupted"
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.1)
+    workdirs = [name for name in os.listdir(tempfile.gettempdir()) if name.startswith("primejax-sandbox-")]
+    leftovers = leftover_processes()
+    return "ok" if not workdirs and not leftovers else f"left behind: {leftovers} {workdirs}"
+
+
 def run_scenarios(isolation: str, names: list[str] | None = None) -> dict[str, str]:
     results = {}
     with Context() as ctx:
@@ -274,6 +307,7 @@ def host_main(uid: str | None = None) -> None:
         os.setresuid(int(uid), int(uid), int(uid))
         os.environ.update(HOME="/tmp", TMPDIR="/tmp")
     results = run_scenarios("process")
+    results["interrupted_run"] = interrupted_run("process")
     if uid is not None:
         refused = run_program("print(1)", ["\n"], limits=LIMITS, isolation="namespaces")
         results["namespaces_refused"] = "ok" if refused.error and "needs root" in refused.error else repr(refused)

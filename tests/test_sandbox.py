@@ -159,6 +159,17 @@ def test_hostile_program_is_contained_in_process_mode(process_mode_results, user
 
 
 @needs_root
+def test_an_interrupted_run_leaves_nothing_behind_in_namespaces():
+    assert sandbox_scenarios.interrupted_run("namespaces") == "ok"
+
+
+@needs_root
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_an_interrupted_run_leaves_nothing_behind_in_process_mode(process_mode_results, user):
+    assert process_mode_results[user]["interrupted_run"] == "ok"
+
+
+@needs_root
 def test_namespaces_mode_is_refused_without_root(process_mode_results):
     assert process_mode_results["nobody"]["namespaces_refused"] == "ok"
 

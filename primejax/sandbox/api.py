@@ -18,6 +18,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Sequence
 
 import primejax
@@ -107,7 +108,8 @@ def _request(source, tests, fn_name, prelude, preload, limits, isolation, total_
         cases = [{"stdin": "", "args": list(args)} for args in tests]
     return {"source": source, "fn_name": fn_name, "prelude": prelude, "preload": list(preload), "tests": cases,
             "limits": limits.to_json(), "isolation": isolation, "total_timeout": total_timeout,
-            "python_paths": list(python_paths()), "sys_path": list(_program_sys_path()), "parent_pid": os.getpid()}
+            "python_paths": list(python_paths()), "sys_path": list(_program_sys_path()), "parent_pid": os.getpid(),
+            "scratch_dir": tempfile.gettempdir()}
 
 
 def _decoded(encoded: str | None) -> str | None:
@@ -132,9 +134,10 @@ def time_budget(num_tests: int, limits: SandboxLimits, total_timeout_seconds: fl
     return _tests_budget(num_tests, limits, total_timeout_seconds) + _STARTUP_SECONDS
 
 
-def _kill(process: subprocess.Popen, sandbox_uid: int | None) -> None:
-    """Kills the supervisor and what it started, and reaps the supervisor. In the namespaces mode its PID
-    namespace dies with it; in the process mode the sweep goes by session and, as root, by sandbox uid."""
+def _kill(process: subprocess.Popen, sandbox_uid: int | None, scratch_dir: str) -> None:
+    """Kills the supervisor and what it started, reaps the supervisor and removes its working directory. In the
+    namespaces mode its PID namespace dies with it; in the process mode the sweep goes by session and, as root,
+    by sandbox uid."""
     for pid in [process.pid, *supervisor.session_members(process.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -143,6 +146,10 @@ def _kill(process: subprocess.Popen, sandbox_uid: int | None) -> None:
     process.communicate()
     if sandbox_uid is not None:
         supervisor.kill_uid_processes(sandbox_uid)
+    prefix = supervisor.workdir_prefix(process.pid)
+    for name in os.listdir(scratch_dir):
+        if name.startswith(prefix):
+            supervisor.remove_tree(os.path.join(scratch_dir, name))
 
 
 def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, prelude: str = "",
@@ -175,10 +182,10 @@ def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, pre
     try:
         out, err = process.communicate(json.dumps(request).encode(), timeout=budget + _STARTUP_SECONDS)
     except subprocess.TimeoutExpired:
-        _kill(process, request["sandbox_uid"])
+        _kill(process, request["sandbox_uid"], request["scratch_dir"])
         return SandboxRun((), None, "the sandbox supervisor overran its time budget and was killed")
     except BaseException:           # interrupted (a caller's own timeout, Ctrl-C): take the sandbox down with us
-        _kill(process, request["sandbox_uid"])
+        _kill(process, request["sandbox_uid"], request["scratch_dir"])
         raise
     try:
         result = json.loads(out)

@@ -179,6 +179,15 @@ def _kill_descendants() -> None:
     _sweep(kill_round)
 
 
+def workdir_prefix(supervisor_pid: int) -> str:
+    """The name a process-mode working directory starts with, so that whoever kills a supervisor can remove it."""
+    return f"primejax-sandbox-{supervisor_pid}-"
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, onerror=_unlock_and_remove)
+
+
 def _unlock_and_remove(function, path, _error) -> None:
     """rmtree's error handler: a program may have taken the permissions off its own files and directories."""
     for target in (os.path.dirname(path), path):
@@ -196,7 +205,7 @@ def _empty(directory: str) -> None:
     """Removes everything inside `directory` (symbolic links as links, never their targets)."""
     for entry in os.scandir(directory):
         if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onerror=_unlock_and_remove)
+            remove_tree(entry.path)
         else:
             os.unlink(entry.path)
 
@@ -394,7 +403,7 @@ def supervise(request: dict) -> dict:
                 raise SandboxError(f"isolation='process' runs programs as uid {uid}, which cannot reach the Python "
                                    f"installation at {closed[0]} (a parent directory is private); use "
                                    "isolation='namespaces' or a world-readable Python")
-        workdir = tempfile.mkdtemp(prefix="primejax-sandbox-")
+        workdir = tempfile.mkdtemp(prefix=workdir_prefix(os.getpid()), dir=request["scratch_dir"])
         if uid is not None:
             os.chown(workdir, uid, uid)
     spec, landlock_abi = _test_spec(request, mode, uid, workdir)
@@ -407,7 +416,7 @@ def supervise(request: dict) -> dict:
         return {"isolation": isolation, "tests": _run_tests(request, spec, kill_leftovers)}
     finally:
         kill_leftovers()
-        shutil.rmtree(workdir, onerror=_unlock_and_remove)
+        remove_tree(workdir)
 
 
 def main() -> None:
