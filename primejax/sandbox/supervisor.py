@@ -63,6 +63,16 @@ def _real_uid(pid: str) -> int | None:
     return None if uids is None else int(uids.split()[0])
 
 
+def _live_processes_of(uid: int) -> list[int]:
+    """The processes of `uid` that are not zombies (a zombie is dead already; its parent reaps it)."""
+    live = []
+    for pid in _pids():
+        state = _read_proc_field(pid, "State")
+        if state is not None and not state.startswith("Z") and _real_uid(pid) == uid:
+            live.append(int(pid))
+    return live
+
+
 def _tasks_of_uid(uid: int) -> int:
     """Threads of every process whose real uid is `uid` (what RLIMIT_NPROC counts)."""
     return sum(int(_read_proc_field(pid, "Threads") or 1) for pid in _pids() if _real_uid(pid) == uid)
@@ -135,7 +145,7 @@ def _kill_namespace() -> None:
 
 def _kill_uid_round(uid: int) -> bool:
     """Kills every process of `uid` once (a helper takes the uid and kills -1); False when there were none."""
-    if not any(_real_uid(pid) == uid for pid in _pids()):
+    if not _live_processes_of(uid):
         return False
     helper = os.fork()
     if helper == 0:
@@ -149,9 +159,18 @@ def _kill_uid_round(uid: int) -> bool:
 
 
 def kill_uid_processes(uid: int) -> None:
-    """Kills every process of the sandbox's own uid, from a process that is not their parent (reaps none)."""
+    """Kills every process of the sandbox's own uid by pid, round after round, from a process that is not their
+    parent and may have threads (so it never forks); reaps none."""
     deadline = time.monotonic() + _KILL_SECONDS
-    while _kill_uid_round(uid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        victims = _live_processes_of(uid)
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         time.sleep(0.002)
 
 
