@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from primejax.sandbox import SandboxLimits, linux, run_program, supervisor
+from primejax.sandbox import SandboxLimits, filesystem, linux, run_program
 from primejax.sandbox.api import DEFAULT_UID_BASE, python_paths
 
 LIMITS = SandboxLimits(timeout_seconds=1.0, cpu_seconds=1.0, memory_mb=512, stdout_bytes=1 << 20, max_processes=32)
@@ -300,7 +300,7 @@ def host_main(uid: str | None = None) -> None:
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     here = os.path.dirname(os.path.abspath(__file__))
-    supervisor._expose(list(python_paths()), os.path.join(tempfile.mkdtemp(dir=here), "stage"))
+    filesystem.expose(list(python_paths()), os.path.join(tempfile.mkdtemp(dir=here), "stage"))
     if uid is not None:
         os.setgroups([])
         os.setresgid(int(uid), int(uid), int(uid))

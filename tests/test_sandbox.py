@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 import primejax
-from primejax.sandbox import SandboxLimits, linux, python_paths, run_program, seccomp, supervisor
+from primejax.sandbox import SandboxLimits, filesystem, linux, python_paths, run_program, seccomp
 from tests import sandbox_scenarios
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces mode and the test hosts need root")
@@ -116,7 +116,7 @@ def test_auto_isolation_uses_namespaces_as_root():
 @needs_root
 def test_process_mode_as_root_needs_a_reachable_python():
     run = run_program("print(1)", [""], limits=FAST, isolation="process")
-    if any(supervisor._closed_ancestor(path) for path in python_paths()):
+    if any(filesystem.closed_ancestor(path) for path in python_paths()):
         assert run.error is not None and "cannot reach the Python installation" in run.error
     else:
         assert run.error is None and run.isolation.mode == "process"

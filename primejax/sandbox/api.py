@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Sequence
 
 import primejax
-from primejax.sandbox import supervisor
+from primejax.sandbox import filesystem, sweep
 from primejax.sandbox.limits import SandboxLimits
 
 ISOLATION_MODES = ("auto", "namespaces", "process")
@@ -138,18 +138,18 @@ def _kill(process: subprocess.Popen, sandbox_uid: int | None, scratch_dir: str) 
     """Kills the supervisor and what it started, reaps the supervisor and removes its working directory. In the
     namespaces mode its PID namespace dies with it; in the process mode the sweep goes by session and, as root,
     by sandbox uid."""
-    for pid in [process.pid, *supervisor.session_members(process.pid)]:
+    for pid in [process.pid, *sweep.session_members(process.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     process.communicate()
     if sandbox_uid is not None:
-        supervisor.kill_uid_processes(sandbox_uid)
-    prefix = supervisor.workdir_prefix(process.pid)
+        sweep.kill_uid_processes(sandbox_uid)
+    prefix = filesystem.workdir_prefix(process.pid)
     for name in os.listdir(scratch_dir):
         if name.startswith(prefix):
-            supervisor.remove_tree(os.path.join(scratch_dir, name))
+            filesystem.remove_tree(os.path.join(scratch_dir, name))
 
 
 def run_program(source: str, tests: Sequence, *, fn_name: str | None = None, prelude: str = "",
