@@ -14,39 +14,37 @@ import time
 _KILL_SECONDS = 5.0
 
 
-def _read_proc_field(pid: str, name: str) -> str | None:
+def _status(pid: str) -> dict[str, str]:
+    """The fields of /proc/<pid>/status, read once; empty when the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(name + ":"):
-                    return line.split(":", 1)[1].strip()
+            return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
     except OSError:
-        return None
-    return None
+        return {}
 
 
 def _pids() -> list[str]:
     return [entry for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def _real_uid(pid: str) -> int | None:
-    uids = _read_proc_field(pid, "Uid")
-    return None if uids is None else int(uids.split()[0])
+def _real_uid(status: dict[str, str]) -> int | None:
+    return int(status["Uid"].split()[0]) if "Uid" in status else None
 
 
 def _live_processes_of(uid: int) -> list[int]:
     """The processes of `uid` that are not zombies (a zombie is dead already; its parent reaps it)."""
     live = []
     for pid in _pids():
-        state = _read_proc_field(pid, "State")
-        if state is not None and not state.startswith("Z") and _real_uid(pid) == uid:
+        status = _status(pid)
+        if _real_uid(status) == uid and not status.get("State", "Z").startswith("Z"):
             live.append(int(pid))
     return live
 
 
 def tasks_of_uid(uid: int) -> int:
     """Threads of every process whose real uid is `uid` (what RLIMIT_NPROC counts)."""
-    return sum(int(_read_proc_field(pid, "Threads") or 1) for pid in _pids() if _real_uid(pid) == uid)
+    statuses = (_status(pid) for pid in _pids())
+    return sum(int(status.get("Threads", "1")) for status in statuses if _real_uid(status) == uid)
 
 
 def _stat_fields(pid: str) -> list[str] | None:

@@ -60,11 +60,11 @@ class _Worker:
         self.process = context.Process(target=worker.worker_main, args=(child_conn, memory_mb), daemon=True)
         self.process.start()
         child_conn.close()
-        self.job: tuple[int, float, float] | None = None    # (index, soft seconds, hard deadline)
+        self.job: tuple[int, float] | None = None    # (index, hard deadline)
 
     def send(self, index: int, reward: BoundReward, sample: Sample) -> None:
         grace = max(_HARD_GRACE_SECONDS, _HARD_GRACE_FRACTION * reward.timeout_seconds)
-        self.job = (index, reward.timeout_seconds, time.monotonic() + reward.timeout_seconds + grace)
+        self.job = (index, time.monotonic() + reward.timeout_seconds + grace)
         self.conn.send((index, reward.fn, sample.response, sample.ground_truth, reward.timeout_seconds))
 
     def stop(self, kill: bool) -> None:
@@ -162,11 +162,11 @@ class VerifierPool:
                 current = self._idle.pop() if self._idle else self._start_worker()
                 current.send(index, reward, samples[index])
                 busy.append(current)
-            next_deadline = min(w.job[2] for w in busy)
+            next_deadline = min(w.job[1] for w in busy)
             waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
             ready = set(multiprocessing.connection.wait(waitables, max(0.0, next_deadline - time.monotonic())))
             for current in list(busy):
-                index, _, hard_deadline = current.job
+                index, hard_deadline = current.job
                 if current.conn in ready:
                     try:
                         _, verdict, retire = current.conn.recv()
