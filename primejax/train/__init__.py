@@ -1,0 +1,1 @@
+"""The PRIME trainer: `python -m primejax.train`."""
