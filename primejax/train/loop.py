@@ -1,0 +1,275 @@
+"""The training loop, host side, in the order of the paper's Algorithm 1 (SPEC §1):
+
+    for each iteration:
+        sample n responses per prompt → verify → filter groups            (rollouts.py)
+        old-policy / reference (/ PRM) log-probs in one pass              (steps.score)
+        PRM update by CE on the outcome labels, schedule after|before|reverse|none
+        implicit process rewards → advantages                             (steps.advantages)
+        PPO-clip policy update                                            (steps.policy_update)
+        metrics; evaluation and checkpoint when due
+
+Everything random derives from the checkpointed key and the step, the prompt order from the
+checkpointed iterator, so a run resumed from a checkpoint repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from primejax import algo
+from primejax.data import PromptDataset, PromptIterator, load_prompt_records
+from primejax.models import load_hf_checkpoint
+from primejax.tokenizer import Tokenizer
+from primejax.train import config as config_lib
+from primejax.train.checkpoint import Checkpointer
+from primejax.train.evaluation import Evaluator
+from primejax.train.export import export_model
+from primejax.train.metrics import MetricsWriter, Progress
+from primejax.train.optim import make_optimizer
+from primejax.train.rollouts import RolloutCollector
+from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, make_steps
+from primejax.verifiers import VerifierConfig, VerifierPool
+
+PROGRESS_KEYS = ("reward/outcome_mean", "train/outcome_reward", "prm/accuracy", "actor/pg_loss", "eval/pass@1")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss); the message names the step and the last good checkpoint."""
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _load_model(path: str, c: ml_collections.ConfigDict):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model checkpoint directory not found: {path}")
+    return load_hf_checkpoint(path, dtype=c.model.dtype, compute_dtype=c.model.compute_dtype)
+
+
+def _datasets(c: ml_collections.ConfigDict, tokenizer: Tokenizer):
+    options = {"system_prompt": c.data.system_prompt or None, "instruction_suffix": c.data.instruction_suffix}
+    train = PromptDataset(load_prompt_records(c.data.train_files.split(",")), tokenizer, c.data.max_prompt_length,
+                          **options)
+    evaluation = None
+    if c.data.eval_files:
+        evaluation = PromptDataset(load_prompt_records(c.data.eval_files.split(",")), tokenizer,
+                                   c.data.max_prompt_length, **options)
+    return train, evaluation
+
+
+def _finite_or_raise(metrics: dict[str, float], step: int, last_checkpoint: int | None, directory) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        where = f"step {last_checkpoint} in {directory}" if last_checkpoint is not None else "none saved yet"
+        raise TrainingError(f"non-finite values at step {step}: {bad}; the state of this step was not saved; "
+                            f"last good checkpoint: {where}")
+
+
+class Trainer:
+    """One PRIME run in `workdir`; `run()` trains to `config.steps`, resuming from the latest checkpoint."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        config_lib.validate(config)
+        self.config = c = config
+        self.workdir = os.path.abspath(workdir)
+        self.tokenizer = Tokenizer.from_dir(c.model.tokenizer_path or c.model.path)
+        self.train_data, self.eval_data = _datasets(c, self.tokenizer)
+        self.policy_config, policy_params = _load_model(c.model.path, c)
+        self.uses_prm = config_lib.uses_prm(c)
+        self.reference = None
+        reference_config = self.policy_config
+        if c.reference.type == "freeze":
+            if c.reference.path and c.reference.path != c.model.path:
+                reference_config, self.reference = _load_model(c.reference.path, c)
+            else:
+                self.reference = _copy(policy_params)
+        prm_config, prm_params = self.policy_config, None
+        if self.uses_prm:
+            if c.prm.path and c.prm.path != c.model.path:
+                prm_config, prm_params = _load_model(c.prm.path, c)
+            else:
+                prm_params = _copy(policy_params)
+        rows = c.rollout.batch_size * c.rollout.n
+        actor_steps = c.steps * c.actor.epochs * rows // c.actor.mini_batch_size
+        self.actor_optimizer = make_optimizer(c.actor, actor_steps)
+        self.prm_optimizer = make_optimizer(c.prm, c.steps * rows // c.prm.mini_batch_size)
+        self.steps = make_steps(
+            policy_config=self.policy_config, prm_config=prm_config, reference_config=reference_config,
+            policy_optimizer=self.actor_optimizer, prm_optimizer=self.prm_optimizer,
+            prm_options=PrmOptions(loss=c.prm.loss, beta=c.prm.beta, mini_batch=c.prm.mini_batch_size,
+                                   micro_batch=c.prm.micro_batch_size),
+            advantage_options=AdvantageOptions(
+                n=c.rollout.n, beta=c.prm.beta, process_reward=c.algo.process_reward,
+                process_options=tuple(config_lib.process_options(c).items()), norm=c.algo.norm,
+                norm_shards=c.algo.norm_shards, estimator=c.algo.advantage,
+                estimator_options=tuple(config_lib.estimator_options(c).items()), use_process=self.uses_prm),
+            policy_options=PolicyOptions(
+                loss=c.actor.policy_loss, loss_options=tuple(config_lib.policy_loss_options(c).items()),
+                agg=c.actor.loss_agg, entropy_coef=c.actor.entropy_coef, kl_coef=c.actor.kl_coef,
+                kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
+                micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
+            chunk=c.logprob_chunk)
+        self.state = {
+            "policy": ModelState(policy_params, self.actor_optimizer.init(policy_params)),
+            "prm": None if prm_params is None else ModelState(prm_params, self.prm_optimizer.init(prm_params)),
+            "rng": jax.random.key_data(jax.random.key(c.seed)),
+        }
+        devices = jax.devices()
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+        self.data_sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec("data" if rows % len(devices) == 0 else None))
+        self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
+                                         best_metric=c.checkpoint.best_metric or None,
+                                         keep_best=c.checkpoint.keep_best)
+        self.pool = self.collector = self.evaluator = None
+        self.initial_eval: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def _restore(self) -> int:
+        """Loads the latest checkpoint if there is one; returns the step to continue from."""
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return 0
+        self.state, host = self.checkpointer.restore(latest, arrays_like=self.state)
+        self.collector.restore(host["collector"])
+        self.initial_eval = host["initial_eval"]
+        self.last_eval = host["last_eval"]
+        return int(host["step"])
+
+    def _save(self, step: int, metrics: dict[str, float]) -> None:
+        host = {"step": step, "collector": self.collector.state(), "initial_eval": self.initial_eval,
+                "last_eval": self.last_eval, "reference": self.config.reference.path or self.config.model.path,
+                "config": self.config.to_json()}
+        self.checkpointer.save(step, self.state, host, metrics)
+
+    def _key(self, stream: str, step: int) -> jax.Array:
+        """The key of `step` in one of two independent streams, "train" and "eval"."""
+        base = jax.random.wrap_key_data(self.state["rng"])
+        return jax.random.fold_in(jax.random.fold_in(base, ("train", "eval").index(stream)), step)
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        if self.evaluator is None:
+            return {}
+        self.last_eval = self.evaluator.evaluate(self.state["policy"].params, self._key("eval", step))
+        return self.last_eval
+
+    def iteration(self, step: int) -> tuple[dict[str, float], dict[str, float]]:
+        """One PRIME iteration (module doc); returns its (metrics, timings)."""
+        c, steps, timings = self.config, self.steps, {}
+        key = self._key("train", step)
+        clock = time.perf_counter()
+        batch = self.collector.collect(self.state["policy"].params, jax.random.fold_in(key, 0))
+        timings["time/rollout"] = time.perf_counter() - clock
+        sequences = jax.device_put(batch.sequences, self.data_sharding)
+        acc = jax.device_put(batch.acc, self.data_sharding)
+        mask = sequences.response_mask
+
+        clock = time.perf_counter()
+        models = {"policy": self.state["policy"].params}
+        if self.reference is not None:
+            models["reference"] = self.reference
+        schedule = c.prm.schedule if self.uses_prm else "none"
+        if self.uses_prm and schedule in ("none", "reverse"):
+            models["prm"] = self.state["prm"].params
+        scored = jax.block_until_ready(steps.score(models, sequences))
+        timings["time/score"] = time.perf_counter() - clock
+        old_log_probs = scored["policy_log_probs"]
+        ref_log_probs = scored.get("reference_log_probs", old_log_probs)
+
+        clock = time.perf_counter()
+        prm_log_probs, prm_metrics = None, {}
+        if self.uses_prm and schedule == "none":
+            prm_log_probs = scored["prm_log_probs"]
+        elif self.uses_prm:
+            q_bc = acc_bc = None
+            if schedule == "reverse":
+                q_bc, acc_bc = algo.group_statistics(algo.log_ratio(scored["prm_log_probs"], ref_log_probs), acc,
+                                                     mask, c.rollout.n)
+            self.state["prm"], prm_log_probs, prm_metrics = steps.prm_update(
+                self.state["prm"], sequences, ref_log_probs, acc, q_bc, acc_bc)
+            if schedule == "before":
+                prm_log_probs = steps.score({"prm": self.state["prm"].params}, sequences)["prm_log_probs"]
+            jax.block_until_ready(prm_log_probs)
+        timings["time/prm_update"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        advantages, adv_metrics = steps.advantages(prm_log_probs, ref_log_probs, acc, mask)
+        self.state["policy"], actor_metrics = steps.policy_update(
+            self.state["policy"], sequences, old_log_probs, ref_log_probs if c.actor.kl_coef else None, advantages,
+            jax.random.fold_in(key, 1))
+        jax.block_until_ready(self.state["policy"])
+        timings["time/policy_update"] = time.perf_counter() - clock
+
+        lengths = np.asarray(batch.sequences.response_mask).sum(-1)
+        metrics = {**prm_metrics, **adv_metrics, **actor_metrics,
+                   "actor/entropy": algo.masked_mean(scored["entropy"], mask),
+                   "response_length/mean": lengths.mean(), "response_length/max": lengths.max(),
+                   "response_length/clip_ratio": batch.truncated.mean(),
+                   "train/outcome_reward": batch.stats["outcome_all_mean"],
+                   "filter/pass_rate": batch.stats["pass_rate"], "filter/rounds": batch.stats["rounds"],
+                   "filter/filled_groups": batch.stats["filled_groups"],
+                   "verifier/errors": batch.stats["verify_errors"]}
+        if self.reference is not None:
+            metrics["actor/kl_ref"] = algo.masked_mean(old_log_probs - ref_log_probs, mask)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        update_tokens = float(np.asarray(batch.sequences.segment_ids).sum())
+        timings |= {"time/generate": batch.stats["generate_seconds"],
+                    "time/verify_wait": batch.stats["verify_wait_seconds"],
+                    "throughput/rollout_tokens_per_s": batch.stats["response_tokens"] / batch.stats["generate_seconds"],
+                    "throughput/update_tokens_per_s": update_tokens / max(
+                        timings["time/score"] + timings["time/prm_update"] + timings["time/policy_update"], 1e-9)}
+        return metrics, timings
+
+    @contextlib.contextmanager
+    def session(self):
+        """Starts the verifier pool and the rollout collector, restores the latest checkpoint, and
+        yields the step to continue from; closes the pool and the checkpointer at the end."""
+        c = self.config
+        verifier = VerifierConfig(math_timeout_seconds=c.verifier.math_timeout_seconds,
+                                  code_max_tests=c.verifier.code_max_tests, code_isolation=c.verifier.code_isolation)
+        with VerifierPool(verifier, num_workers=c.verifier.workers or None) as self.pool:
+            iterator = PromptIterator(len(self.train_data), c.seed, shuffle=c.data.shuffle)
+            self.collector = RolloutCollector(c, self.train_data, iterator, self.tokenizer, self.policy_config,
+                                              self.pool)
+            self.evaluator = None if self.eval_data is None else Evaluator(c, self.eval_data, self.tokenizer,
+                                                                            self.policy_config, self.pool)
+            try:
+                yield self._restore()
+            finally:
+                self.checkpointer.close()
+
+    def run(self) -> dict[str, float]:
+        """Trains to `config.steps`; returns the first and last evaluation metrics (`start/…`, `final/…`)."""
+        c = self.config
+        with self.session() as start, \
+                MetricsWriter(self.workdir, tensorboard=c.log.tensorboard, resume_step=start or None) as writer, \
+                Progress(c.steps, initial=start, keys=PROGRESS_KEYS, enabled=c.log.progress) as progress:
+            if start == 0 and c.eval.at_start and self.evaluator is not None:
+                self.initial_eval = self._evaluate(0)
+                writer.write(0, self.initial_eval)
+            for step in range(start + 1, c.steps + 1):
+                clock = time.perf_counter()
+                metrics, timings = self.iteration(step)
+                _finite_or_raise(metrics, step, self.checkpointer.latest_step(), self.checkpointer.directory)
+                if step % c.eval.every == 0 or step == c.steps:
+                    metrics |= self._evaluate(step)
+                timings["time/step"] = time.perf_counter() - clock
+                writer.write(step, metrics)
+                writer.write_perf(step, timings)
+                progress.update(step, metrics)
+                if step % c.checkpoint.every == 0 or step == c.steps:
+                    self._save(step, metrics)
+        if c.checkpoint.export_hf:
+            export_model(os.path.join(self.workdir, "export"), self.state["policy"].params, self.policy_config,
+                         self.tokenizer)
+        return ({f"start/{k}": v for k, v in self.initial_eval.items()}
+                | {f"final/{k}": v for k, v in self.last_eval.items()})

@@ -1,0 +1,281 @@
+"""The device side of one PRIME iteration: pure functions, jitted once per run by `make_steps`.
+
+    score       old-policy, reference and implicit-PRM log-probs of the rollouts in one program
+    prm_update  the PRM's AdamW steps on the CE (or DPO) loss, mini-batch by mini-batch in order;
+                returns the PRM log-probs of the pass that computed each mini-batch's loss
+    advantages  token process rewards, their normalisation, the advantage estimator, PRM accuracy
+    policy_update  PPO epochs × shuffled mini-batches, each an AdamW step on the clipped loss
+
+Mini-batches are split into micro-batches whose gradients are accumulated in a scan, so one
+optimizer step sees exactly the mini-batch's loss while only a micro-batch's activations exist.
+Shardings are given at the jit call: rollout arrays over the mesh's `data` axis, params and
+optimizer states as the caller placed them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from primejax import algo
+from primejax.models import ModelConfig
+from primejax.models.params import Params
+from primejax.train.logprobs import Sequences, chunked_log_probs
+
+Metrics = dict[str, jax.Array]
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=["params", "opt_state"], meta_fields=[])
+@dataclasses.dataclass
+class ModelState:
+    """A trained model: its params and its optimizer state."""
+
+    params: Params
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmOptions:
+    """How the implicit PRM is scored and updated (SPEC §2–§3).
+
+    loss: a `PRM_LOSSES` name; beta: β of r = β log π_φ/π_ref; mini_batch / micro_batch: rows
+    per AdamW step and per accumulated micro-step.
+    """
+
+    loss: str = "ce"
+    beta: float = 0.05
+    mini_batch: int = 256
+    micro_batch: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageOptions:
+    """How rewards become advantages (SPEC §2.3–§4).
+
+    process_reward: a `PROCESS_REWARDS` name with its options; norm / norm_shards: `prime_norm`;
+    estimator: an `ADVANTAGE_ESTIMATORS` name with its options; use_process: whether the PRM's
+    rewards enter the advantage (False: outcome-only).
+    """
+
+    n: int = 4
+    beta: float = 0.05
+    process_reward: str = "official"
+    process_options: tuple[tuple[str, Any], ...] = (("granularity", "token"),)
+    norm: str = "batch_norm"
+    norm_shards: int = 1
+    estimator: str = "rloo"
+    estimator_options: tuple[tuple[str, Any], ...] = ()
+    use_process: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyOptions:
+    """The actor's update (SPEC §5): a `POLICY_LOSSES` name with its options, entropy and KL terms,
+    PPO epochs, mini- and micro-batch sizes in rows, and whether mini-batches are shuffled."""
+
+    loss: str = "ppo_clip"
+    loss_options: tuple[tuple[str, Any], ...] = ()
+    agg: str = "seq-mean-token-mean"
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    epochs: int = 1
+    mini_batch: int = 256
+    micro_batch: int = 8
+    shuffle: bool = True
+
+
+def _micro_batches(tree, micro: int):
+    """Splits every leaf's leading axis [M, ...] into [M / micro, micro, ...]."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // micro, micro, *x.shape[1:]), tree)
+
+
+def _apply(optimizer: optax.GradientTransformation, state: ModelState, grads: Params) -> ModelState:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return ModelState(optax.apply_updates(state.params, updates), opt_state)
+
+
+def score(models: dict[str, Params], sequences: Sequences, *, configs: dict[str, ModelConfig], chunk: int,
+          entropy_of: str = "policy") -> dict[str, jax.Array]:
+    """Log-probs [B, R] of every model in `models` ("policy", "reference", "prm"), one program.
+
+    Returns `{name}_log_probs` for each, and `entropy` of `entropy_of` when it is among them.
+    """
+    out = {}
+    for name, params in models.items():
+        log_probs, entropy = chunked_log_probs(params, sequences, config=configs[name], chunk=chunk,
+                                               with_entropy=name == entropy_of)
+        out[f"{name}_log_probs"] = log_probs
+        if entropy is not None:
+            out["entropy"] = entropy
+    return out
+
+
+def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, acc: jax.Array,
+               q_bc: jax.Array | None, acc_bc: jax.Array | None, *, config: ModelConfig,
+               optimizer: optax.GradientTransformation, options: PrmOptions,
+               chunk: int) -> tuple[ModelState, jax.Array, Metrics]:
+    """One pass of AdamW steps over the batch in order, one per mini-batch (SPEC §3.3, `after`).
+
+    Mini-batch k is scored by the PRM after the steps on mini-batches 0 … k − 1 and its loss is the
+    mean of its micro-batches' losses (the references divide each micro-batch loss by the number of
+    accumulation steps). Returns the new state, the PRM log-probs of the pass that computed each
+    loss ([B, R], what `after` turns into rewards), and metrics averaged over mini-batches with the
+    updated params' norm (which exposes a non-finite update).
+    """
+    loss_fn = algo.PRM_LOSSES.bind(options.loss, beta=options.beta)
+    rows = sequences.response_mask.shape[0]
+    mini, micro = options.mini_batch, options.micro_batch
+    data = (sequences, ref_log_probs, acc, q_bc, acc_bc)
+    data = jax.tree.map(lambda x: x.reshape(rows // mini, mini, *x.shape[1:]), data)
+
+    def micro_loss(params, batch):
+        seqs, ref, acc_m, q_bc_m, acc_bc_m = batch
+        log_probs, _ = chunked_log_probs(params, seqs, config=config, chunk=chunk, with_entropy=False)
+        q = algo.log_ratio(log_probs, ref)
+        return loss_fn(q, acc_m, seqs.response_mask, q_bc_m, acc_bc_m), log_probs
+
+    def mini_step(state: ModelState, batch):
+        micro_data = _micro_batches(batch, micro)
+        steps = mini // micro
+
+        def accumulate(grads, micro_batch):
+            (loss, log_probs), g = jax.value_and_grad(micro_loss, has_aux=True)(state.params, micro_batch)
+            return jax.tree.map(lambda a, b: a + b / steps, grads, g), (loss, log_probs)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, (losses, log_probs) = jax.lax.scan(accumulate, zeros, micro_data)
+        metrics = {"prm/loss": jnp.mean(losses), "prm/grad_norm": optax.tree.norm(grads)}
+        return _apply(optimizer, state, grads), (log_probs.reshape(mini, -1), metrics)
+
+    prm, (log_probs, metrics) = jax.lax.scan(mini_step, prm, data)
+    metrics = jax.tree.map(jnp.mean, metrics) | {"prm/param_norm": optax.tree.norm(prm.params)}
+    return prm, log_probs.reshape(rows, -1), metrics
+
+
+def advantages(prm_log_probs: jax.Array | None, ref_log_probs: jax.Array | None, acc: jax.Array,
+               response_mask: jax.Array, *, options: AdvantageOptions) -> tuple[jax.Array, Metrics]:
+    """Token process rewards → normalisation → advantage estimator (SPEC §2.3–§4).
+
+    Returns the advantages [B, R] and metrics: the outcome and process reward means, the PRM's
+    pairwise and absolute accuracy on this batch, the advantages' and returns' means.
+    """
+    mask = response_mask
+    metrics = {"reward/outcome_mean": jnp.mean(acc)}
+    process = None
+    if options.use_process:
+        scores, q = algo.PROCESS_REWARDS.bind(options.process_reward, **dict(options.process_options))(
+            prm_log_probs, ref_log_probs, mask, acc)
+        if options.estimator == "prime_value":
+            process = jnp.where(mask, options.beta * q, 0.0)
+        else:
+            process = algo.normalize_process_rewards(scores, norm=options.norm, shards=options.norm_shards)
+        sequence_reward = algo.sequence_rewards(q, mask, options.beta)
+        metrics |= {
+            "reward/process_mean": jnp.mean(sequence_reward),
+            "reward/process_token_mean": algo.masked_mean(process, mask),
+            "prm/accuracy": algo.pairwise_accuracy(q, acc, mask, options.n),
+            "prm/abs_accuracy": algo.absolute_accuracy(q, acc, mask),
+        }
+    estimator = algo.ADVANTAGE_ESTIMATORS.bind(options.estimator, **dict(options.estimator_options))
+    adv, returns = estimator(algo.AdvantageInputs(acc, mask, process), options.n)
+    metrics |= {"advantage/mean": algo.masked_mean(adv, mask),
+                "advantage/max": jnp.max(jnp.where(mask, adv, -jnp.inf)),
+                "advantage/min": jnp.min(jnp.where(mask, adv, jnp.inf)),
+                "returns/mean": algo.masked_mean(returns, mask)}
+    return adv, metrics
+
+
+def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.Array,
+                  ref_log_probs: jax.Array | None, adv: jax.Array, key: jax.Array, *, config: ModelConfig,
+                  optimizer: optax.GradientTransformation, options: PolicyOptions,
+                  chunk: int) -> tuple[ModelState, Metrics]:
+    """PPO: `epochs` passes over the batch in mini-batches (reshuffled per epoch when `shuffle`),
+    one AdamW step each on  L = pg_loss − entropy_coef · entropy + kl_coef · kl  (SPEC §5).
+
+    Each micro-batch's loss is aggregated with the mini-batch's token and sequence counts, so the
+    accumulated gradient is that of the mini-batch's loss. Metrics are means over mini-batches, plus
+    the updated params' norm.
+    """
+    loss_fn = algo.POLICY_LOSSES.bind(options.loss, agg=options.agg, **dict(options.loss_options))
+    rows = sequences.response_mask.shape[0]
+    mini, micro = options.mini_batch, options.micro_batch
+    if options.shuffle:
+        order = jnp.stack([jax.random.permutation(jax.random.fold_in(key, e), rows) for e in range(options.epochs)])
+    else:
+        order = jnp.tile(jnp.arange(rows), (options.epochs, 1))
+    order = order.reshape(-1, mini)
+    data = (sequences, old_log_probs, ref_log_probs, adv)
+
+    def micro_loss(params, batch, counts):
+        seqs, old, ref, a = batch
+        mask = seqs.response_mask
+        log_probs, entropy = chunked_log_probs(params, seqs, config=config, chunk=chunk,
+                                               with_entropy=options.entropy_coef != 0)
+        pg_loss, metrics = loss_fn(log_probs, old, a, mask, **counts)
+        loss = pg_loss
+        metrics = {**metrics, "pg_loss": pg_loss}
+        if entropy is not None:
+            bonus = algo.entropy_bonus(entropy, mask, agg=options.agg, **counts)
+            loss = loss - options.entropy_coef * bonus
+            metrics["entropy_loss"] = bonus
+        if options.kl_coef != 0:
+            kl = algo.kl_loss(log_probs, ref, mask, estimator=options.kl_estimator, agg=options.agg, **counts)
+            loss = loss + options.kl_coef * kl
+            metrics["kl_loss"] = kl
+        return loss, metrics
+
+    def mini_step(state: ModelState, index):
+        batch = jax.tree.map(lambda x: x[index], data)
+        mask = batch[0].response_mask
+        counts = {"num_tokens": jnp.sum(mask, dtype=jnp.float32),
+                  "num_sequences": jnp.sum(jnp.sum(mask, axis=-1) > 0, dtype=jnp.float32)}
+
+        def accumulate(grads, micro_batch):
+            (_, metrics), g = jax.value_and_grad(micro_loss, has_aux=True)(state.params, micro_batch, counts)
+            return jax.tree.map(jnp.add, grads, g), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, metrics = jax.lax.scan(accumulate, zeros, _micro_batches(batch, micro))
+        # Losses aggregated with the mini-batch's counts add up over micro-batches; ratios average.
+        metrics = {k: jnp.sum(v) if k.endswith("_loss") else jnp.mean(v) for k, v in metrics.items()}
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return _apply(optimizer, state, grads), metrics
+
+    policy, metrics = jax.lax.scan(mini_step, policy, order)
+    metrics["param_norm"] = optax.tree.norm(policy.params)
+    return policy, {f"actor/{k}": jnp.mean(v) for k, v in metrics.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The jitted step functions of a run (see the module doc)."""
+
+    score: Callable
+    prm_update: Callable
+    advantages: Callable
+    policy_update: Callable
+
+
+def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
+               policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
+               prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
+               chunk: int) -> Steps:
+    """Jits the step functions with the run's static choices closed over; the states passed to the
+    updates are donated. Inputs keep the shardings the caller gave them (rollouts over the mesh's
+    data axis), and XLA partitions the programs accordingly."""
+    configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
+    return Steps(
+        score=jax.jit(partial(score, configs=configs, chunk=chunk), static_argnames=("entropy_of",)),
+        prm_update=jax.jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
+                                   chunk=chunk), donate_argnums=0),
+        advantages=jax.jit(partial(advantages, options=advantage_options)),
+        policy_update=jax.jit(partial(policy_update, config=policy_config, optimizer=policy_optimizer,
+                                      options=policy_options, chunk=chunk), donate_argnums=0),
+    )
