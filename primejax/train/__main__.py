@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from primejax.train.config import base_config, validate
+from primejax.train.config import DEMO_CONFIG, validate
 from primejax.train.demo import prepare_demo
 from primejax.train.loop import Trainer
-
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                           "configs", "demo.py")
 
 _CONFIG = config_flags.DEFINE_config_file("config", DEMO_CONFIG, "a get_config() file; fields override as "
                                           "--config.key=value", lock_config=True)
@@ -26,9 +23,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir", "holds checkpoints, logs, t
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
-    if config is None:
-        config = base_config()
     validate(config)
     workdir = os.path.abspath(_WORKDIR.value)
     if config.demo.enabled:

@@ -9,6 +9,7 @@ run could not do, before a model is loaded or a program compiled.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import ml_collections
@@ -16,6 +17,9 @@ from ml_collections import config_dict
 
 from primejax import algo
 
+# The built-in demo's config file, the default of `python -m primejax.train` and `python -m primejax.sft`.
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+                           "demo.py")
 UPDATE_SCHEDULES = ("after", "before", "reverse", "none")
 REFERENCE_TYPES = ("freeze", "policy")
 FILTER_MODES = ("refill", "oversample_select")

@@ -74,9 +74,10 @@ _INTEGER = re.compile(r"[+-]?\d+")
 def answers_equivalent(pred: str, gold: str, *, rel_tol: float = 1e-4) -> bool:
     """True when the predicted answer says the same as the gold answer.
 
-    Rule 1: equal normalised strings; two integer literals are equal by value and by nothing else. Rule 2: math-verify on the normalised answers (gold first: its
-    comparison is not symmetric), then with `i` read as the imaginary unit. Rule 3: `rel_tol` relative
-    tolerance, only when one side is written as a decimal.
+    Rule 1: equal normalised strings; two integer literals are equal by value and by nothing else.
+    Rule 2: math-verify on the normalised answers (gold first: its comparison is not symmetric), then
+    with `i` read as the imaginary unit. Rule 3: `rel_tol` relative tolerance, only when one side is
+    written as a decimal.
     """
     pred_text, gold_text = normalize_answer(pred), normalize_answer(gold)
     if not pred_text or not gold_text:
