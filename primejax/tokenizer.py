@@ -15,13 +15,18 @@ from typing import Any
 
 import transformers
 from tokenizers import Tokenizer as _BackendTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
 BYTE_ALPHABET_SIZE = 256
+
+# Pieces a text is split into before BPE: contractions, words, single digits, punctuation runs,
+# newlines and other whitespace (the split Qwen2 tokenizers use).
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # ChatML, as used by Qwen2 (without its default system prompt).
 CHATML_TEMPLATE = (
@@ -142,7 +147,14 @@ def build_demo_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Tokeniz
     if vocab_size < minimum:
         raise ValueError(f"vocab_size={vocab_size} is below the minimum of {minimum}")
     backend = _BackendTokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's pre-tokenization: `transformers` loads a directory whose config.json says qwen2 with
+    # Qwen2Tokenizer, which imposes it whatever tokenizer.json holds, so a model trained with any other
+    # would see different tokens once saved and reloaded.
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

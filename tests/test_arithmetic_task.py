@@ -124,7 +124,7 @@ def test_token_lengths_with_the_demo_tokenizer(train_rows, eval_rows):
         assert tokenizer.decode(ids) == solution
         solutions.append(len(ids) + 1)  # and <|im_end|>
     assert statistics.median(prompts) <= 30 and max(prompts) <= 40
-    assert statistics.median(solutions) <= 40 and max(solutions) <= 60
+    assert statistics.median(solutions) <= 50 and max(solutions) <= 70  # digits are single tokens
 
 
 def test_written_rows_load_as_prompt_records(tmp_path, eval_rows):

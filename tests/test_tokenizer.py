@@ -2,11 +2,13 @@
 
 import re
 
+import jax
 import numpy as np
 import pytest
 import tokenizers
 import transformers
 
+from primejax.models import ModelConfig, init_params, save_hf_checkpoint
 from primejax.tokenizer import (
     ENDOFTEXT,
     IM_END,
@@ -16,7 +18,9 @@ from primejax.tokenizer import (
     demo_corpus,
 )
 
-VOCAB_SIZE = 512
+VOCAB_SIZE = 300
+TINY = ModelConfig(vocab_size=VOCAB_SIZE, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                   num_kv_heads=1, head_dim=8)
 UNSEEN = "héllo ∑ 日本 — emoji 🙂, tabs\tand\nnewlines  "
 CONVERSATION = [
     {"role": "system", "content": "Put the final answer in \\boxed{}."},
@@ -70,8 +74,8 @@ def test_round_trip_corpus_text(tok, corpus):
         ids = tok.encode(text)
         assert all(0 <= i < VOCAB_SIZE for i in ids)
         assert tok.decode(ids) == text
-    # Merges were learned: corpus text compresses well below one token per byte.
-    assert len(tok.encode(corpus[0])) < len(corpus[0].encode()) / 2
+    # Merges were learned: corpus text takes well under one token per byte (digits stay single tokens).
+    assert len(tok.encode(corpus[0])) < 0.6 * len(corpus[0].encode())
 
 
 def test_round_trip_unseen_unicode(tok):
@@ -145,6 +149,19 @@ def test_auto_tokenizer_loads_saved_dir(tok, tmp_path):
     assert hf.pad_token == ENDOFTEXT and hf.eos_token == IM_END
     text = hf.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True)
     assert text == CHATML
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "llama"])
+def test_reload_next_to_a_model_config_keeps_the_tokens(tok, corpus, tmp_path, model_type):
+    # transformers picks the tokenizer class from config.json's model_type (Qwen2Tokenizer imposes its
+    # own pre-tokenization); a model's tokens must not change when its directory is reloaded.
+    save_hf_checkpoint(tmp_path, init_params(TINY.replace(model_type=model_type), jax.random.key(0)),
+                       TINY.replace(model_type=model_type))
+    tok.save(tmp_path)
+    loaded = Tokenizer.from_dir(tmp_path)
+    for text in (corpus[0], corpus[-1], "Compute 4 * (12 + 305). 12 + 305 = 317.", UNSEEN):
+        assert loaded.encode(text) == tok.encode(text)
+    assert loaded.apply_chat_template(CONVERSATION) == tok.apply_chat_template(CONVERSATION)
 
 
 def test_missing_dir_raises_file_not_found(tmp_path):
