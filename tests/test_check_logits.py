@@ -48,7 +48,7 @@ def test_demo_writes_a_checkpoint_and_tokenizer_that_pass(tmp_path, capsys):
     path = tmp_path / "demo_checkpoint"
     config, _ = load_hf_checkpoint(path)
     tokenizer = Tokenizer.from_dir(path)
-    assert config.vocab_size == tokenizer.vocab_size == 512
+    assert config.vocab_size == tokenizer.vocab_size == 300
     assert config.eos_token_ids == tokenizer.eos_ids
 
 

@@ -107,7 +107,7 @@ def write_demo_checkpoint(path: str, seed: int = 0) -> None:
     """
     from primejax.tokenizer import build_demo_tokenizer, demo_corpus
 
-    tokenizer = build_demo_tokenizer(demo_corpus(), vocab_size=512)
+    tokenizer = build_demo_tokenizer(demo_corpus(), vocab_size=300)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, eos_token_ids=tokenizer.eos_ids,
                          pad_token_id=tokenizer.pad_id, initializer_range=0.1)
     key_init, key_noise = jax.random.split(jax.random.key(seed))
