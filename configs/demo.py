@@ -6,26 +6,28 @@ from primejax.train.config import base_config
 
 def get_config():
     c = base_config()
-    c.demo.enabled = True
-    c.steps = 60
-    c.logprob_chunk = 64
+    c.demo.update({"enabled": True, "min_ops": 2, "max_ops": 2, "max_operand": 9, "max_value": 50,
+                   "sft_size": 8000})
+    c.steps = 50
+    c.logprob_chunk = 48
     c.data.max_prompt_length = 32
-    c.rollout.batch_size = 32
+    c.rollout.batch_size = 16
     c.rollout.n = 4
-    c.rollout.max_response_length = 64
-    c.rollout.max_rounds = 4
-    c.actor.lr = 2e-5
+    c.rollout.max_response_length = 48
+    c.rollout.max_rounds = 8
+    c.actor.lr = 1e-4
     c.actor.mini_batch_size = 64
     c.actor.micro_batch_size = 64
-    c.prm.lr = 2e-5
+    c.prm.lr = 1e-4
     c.prm.mini_batch_size = 64
     c.prm.micro_batch_size = 64
-    c.sft.steps = 300
-    c.sft.lr = 3e-3
+    c.sft.steps = 250
+    c.sft.lr = 5e-3
+    c.sft.lr_schedule = "constant"
     c.sft.warmup_steps = 20
-    c.sft.mini_batch_size = 32
-    c.sft.micro_batch_size = 32
-    c.eval.every = 20
+    c.sft.mini_batch_size = 64
+    c.sft.micro_batch_size = 64
+    c.eval.every = 25
     c.eval.batch_size = 100
     c.checkpoint.every = 10
     c.verifier.workers = 1

@@ -100,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
     # The built-in demo task (primejax.train.demo); `enabled` replaces model and data by it.
     c.demo = _section(
         enabled=False, min_ops=2, max_ops=4, max_operand=20, max_value=1000, train_size=4000, eval_size=200,
-        sft_size=2000, vocab_size=512, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
+        sft_size=2000, vocab_size=320, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
         num_kv_heads=2)
     return c
 
