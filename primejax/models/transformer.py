@@ -99,8 +99,44 @@ _ACTIVATIONS = {
 }
 
 
-def _dense(x: jax.Array, p: dict, spec: str, dtype) -> jax.Array:
-    y = jnp.einsum(spec, x, p["kernel"].astype(dtype))
+def _product(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    """einsum(spec, a, b) accumulated in float32 and rounded to `dtype`.
+
+    With bfloat16 operands XLA on CPU multiplies 2-2.3x faster into a float32 result (the
+    AVX512-BF16 kernel) than into a bfloat16 one; with float32 operands this is a plain einsum.
+    """
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+
+@jax.custom_vjp
+def _linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x [..., in] @ kernel [in, out], in x's dtype.
+
+    The backward pass is written out so that the kernel's gradient is the product x^T dy made in
+    the kernel's own [in, out] layout. The einsum's transpose rule makes it as (dy^T x)^T, and
+    XLA on CPU then transposes every [tokens, out] cotangent, fused with the activation's
+    derivative, before the product: a SwiGLU MLP's forward and backward took 1.4x as long, a
+    training step of the layers 1.25x.
+    """
+    return _product("...i,io->...o", x, kernel, x.dtype)
+
+
+def _linear_fwd(x: jax.Array, kernel: jax.Array):
+    return _linear(x, kernel), (x, kernel)
+
+
+def _linear_bwd(residuals, dy: jax.Array):
+    x, kernel = residuals
+    return _product("...o,io->...i", dy, kernel, x.dtype), _product("...i,...o->io", x, dy, kernel.dtype)
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def _dense(x: jax.Array, p: dict, dtype) -> jax.Array:
+    """x [..., in] times p["kernel"] [in, *out], plus p["bias"] [*out] if present: [..., *out]."""
+    kernel = p["kernel"].astype(dtype)
+    y = _linear(x, kernel.reshape(x.shape[-1], -1)).reshape(*x.shape[:-1], *kernel.shape[1:])
     return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
@@ -175,9 +211,9 @@ def hidden_states(
 
     def layer(h, p, window, cache_k=None, cache_v=None):
         x = rms_norm(h, p["attn_norm"]["scale"], config.rms_norm_eps)
-        q = apply_rope(_dense(x, p["attn"]["q"], "bsh,hnd->bsnd", dtype), cos, sin)
-        k = apply_rope(_dense(x, p["attn"]["k"], "bsh,hnd->bsnd", dtype), cos, sin).swapaxes(1, 2)
-        v = _dense(x, p["attn"]["v"], "bsh,hnd->bsnd", dtype).swapaxes(1, 2)
+        q = apply_rope(_dense(x, p["attn"]["q"], dtype), cos, sin)
+        k = apply_rope(_dense(x, p["attn"]["k"], dtype), cos, sin).swapaxes(1, 2)
+        v = _dense(x, p["attn"]["v"], dtype).swapaxes(1, 2)
         if cache_k is not None:
             cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, cache.end, 0))
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
@@ -187,11 +223,11 @@ def hidden_states(
         # transpose both the activations and the kernel on every call.
         o = p["attn"]["o"]
         o = {**o, "kernel": o["kernel"].reshape(-1, config.hidden_size)}
-        h = h + _dense(attn.reshape(*attn.shape[:2], -1), o, "bsk,kh->bsh", dtype)
+        h = h + _dense(attn.reshape(*attn.shape[:2], -1), o, dtype)
         x = rms_norm(h, p["mlp_norm"]["scale"], config.rms_norm_eps)
-        gate = act(_dense(x, p["mlp"]["gate"], "bsh,hf->bsf", dtype))
-        up = _dense(x, p["mlp"]["up"], "bsh,hf->bsf", dtype)
-        h = h + _dense(gate * up, p["mlp"]["down"], "bsf,fh->bsh", dtype)
+        gate = act(_dense(x, p["mlp"]["gate"], dtype))
+        up = _dense(x, p["mlp"]["up"], dtype)
+        h = h + _dense(gate * up, p["mlp"]["down"], dtype)
         return h, cache_k, cache_v
 
     if cache is None:
