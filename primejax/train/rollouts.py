@@ -150,6 +150,7 @@ class RolloutCollector:
         rounds = 1 if self.config.filter.mode == "oversample_select" else self.config.rollout.max_rounds
         passed: list[Generated] = []
         failed: list[Generated] = []
+        scores: list[np.ndarray] = []
         stats = {"generated_prompts": 0, "rounds": 0, "verify_errors": 0, "generate_seconds": 0.0,
                  "verify_wait_seconds": 0.0, "response_tokens": 0}
         prompts = self._next_prompts()
@@ -174,7 +175,7 @@ class RolloutCollector:
             stats["generated_prompts"] += len(prompts)
             stats["verify_errors"] += generated.errors
             stats["response_tokens"] += int(generated.response_mask.sum())
-            stats.setdefault("outcome_all", []).append(generated.acc)
+            scores.append(generated.acc)
             keep = self._keep(generated)
             passed.append(generated.groups(keep, self.n))
             failed.append(generated.groups(~keep, self.n))
@@ -185,6 +186,7 @@ class RolloutCollector:
                 start = time.perf_counter()
                 next_rollout = self._dispatch(params, next_prompts, jax.random.fold_in(key, round_index + 1))
             prompts, rollout = next_prompts, next_rollout
+        stats["outcome_all_mean"] = float(np.concatenate(scores).mean())
         return self._assemble(passed, failed, target, stats)
 
     def _assemble(self, passed: list[Generated], failed: list[Generated], target: int, stats: dict) -> RolloutBatch:
@@ -201,9 +203,7 @@ class RolloutCollector:
             filled = need
             fill = fill.groups(np.arange(len(fill.prompts)) < need, self.n)
             groups = _concat([g for g in (groups, fill) if g is not None and g.prompts])
-        outcome_all = np.concatenate(stats.pop("outcome_all"))
-        stats.update(filled_groups=filled, pass_rate=num_passed / stats["generated_prompts"],
-                     outcome_all_mean=float(outcome_all.mean()))
+        stats.update(filled_groups=filled, pass_rate=num_passed / stats["generated_prompts"])
         sequences = to_sequences(groups.prompt_tokens, groups.prompt_mask, groups.response_tokens,
                                  groups.response_mask, self.prompt_length, self.tokenizer.pad_id)
         return RolloutBatch(prompts=groups.prompts, sequences=sequences, acc=groups.acc, truncated=groups.truncated,
