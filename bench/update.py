@@ -48,18 +48,10 @@ import sys
 import tempfile
 import time
 
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+from allocator import TCMALLOC, reexec_under_tcmalloc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _reexec_under_tcmalloc():
-    """With --reexec-tcmalloc, restarts the script under tcmalloc before jax and torch load."""
-    if "--reexec-tcmalloc" in sys.argv[1:] and os.path.exists(TCMALLOC) and not os.environ.get("LD_PRELOAD"):
-        argv = [a for a in sys.argv if a != "--reexec-tcmalloc"]
-        os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "LD_PRELOAD": TCMALLOC})
-
-
-_reexec_under_tcmalloc()
+reexec_under_tcmalloc()
 sys.path.insert(0, ROOT)
 
 import jax
