@@ -1,14 +1,18 @@
 """The built-in demo (the default of `python -m primejax.train`): PRIME on generated multi-step
-arithmetic with a ~1M-parameter model made locally, SFT warm start included; CPU, no downloads."""
+arithmetic with a ~1M-parameter model made locally, SFT warm start included; CPU, no downloads.
+
+The warm start imitates a teacher that shows its work on 30% of the problems and states only the
+answer on the rest (`demo.answer_only_fraction`), so the SFT model mostly answers without the steps
+and is mostly wrong; RL rewards right answers and the policy learns to work them out."""
 
 from primejax.train.config import base_config
 
 
 def get_config():
     c = base_config()
-    c.demo.update({"enabled": True, "min_ops": 2, "max_ops": 2, "max_operand": 9, "max_value": 50,
-                   "sft_size": 8000})
-    c.steps = 50
+    c.demo.update({"enabled": True, "min_ops": 2, "max_ops": 3, "max_operand": 9, "max_value": 20,
+                   "sft_size": 8000, "answer_only_fraction": 0.7})
+    c.steps = 100
     c.logprob_chunk = 48
     c.data.max_prompt_length = 32
     c.rollout.batch_size = 16
@@ -21,8 +25,8 @@ def get_config():
     c.prm.lr = 1e-4
     c.prm.mini_batch_size = 64
     c.prm.micro_batch_size = 64
-    c.sft.steps = 250
-    c.sft.lr = 5e-3
+    c.sft.steps = 700
+    c.sft.lr = 1.5e-3
     c.sft.lr_schedule = "constant"
     c.sft.warmup_steps = 20
     c.sft.mini_batch_size = 64

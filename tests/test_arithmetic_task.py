@@ -12,6 +12,7 @@ from primejax.data.arithmetic import (
     Difficulty,
     make_problem,
     make_problems,
+    answer_only,
     make_rows,
     sft_examples,
     split_of,
@@ -93,6 +94,24 @@ def test_rows_follow_the_eurus_schema(train_rows):
     assert row["reward_model"]["style"] == "rule"
     assert row["extra_info"]["split"] == "train" and row["extra_info"]["index"] == 5
     assert sft_examples([row]) == [(row["prompt"], row["extra_info"]["solution"])]
+
+
+def test_answer_only_responses_verify_and_take_the_asked_share(train_rows):
+    worked = sft_examples(train_rows)
+    mixed = sft_examples(train_rows, answer_only_fraction=0.7, seed=3)
+    assert [prompt for prompt, _ in mixed] == [prompt for prompt, _ in worked]
+    cut = [i for i, (a, b) in enumerate(zip(worked, mixed)) if a != b]
+    assert abs(len(cut) / len(train_rows) - 0.7) < 0.05
+    for i in cut:
+        row = train_rows[i]
+        assert mixed[i][1] == answer_only(row) == f"The answer is \\boxed{{{row['reward_model']['ground_truth']}}}."
+        assert math_reward(mixed[i][1], row["reward_model"]["ground_truth"]).score == 1.0
+    assert mixed == sft_examples(train_rows, answer_only_fraction=0.7, seed=3)
+    assert mixed != sft_examples(train_rows, answer_only_fraction=0.7, seed=4)
+    assert all(response == answer_only(row) for (_, response), row in
+               zip(sft_examples(train_rows, answer_only_fraction=1.0), train_rows))
+    with pytest.raises(ValueError, match=r"answer_only_fraction must lie in \[0, 1\], got 1.5"):
+        sft_examples(train_rows, answer_only_fraction=1.5)
 
 
 def test_train_and_eval_never_share_a_question(train_rows, eval_rows):

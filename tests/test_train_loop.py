@@ -150,6 +150,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     ({"algo.process_gamma": 0.9, "algo.advantage": "grpo"}, "algo.process_gamma"),
     ({"actor.lr": -1.0}, "actor.lr"),
     ({"demo.enabled": False}, "model.path"),
+    ({"demo.answer_only_fraction": 1.2}, "demo.answer_only_fraction"),
 ])
 def test_incompatible_options_fail_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=rf"config\.{key}="):

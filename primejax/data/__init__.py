@@ -5,7 +5,7 @@
 | loading prompt files (JSONL, parquet) | `prompts`: `load_prompt_records`, `PromptRecord`, `DataError` |
 | chat template and overlong-prompt filter | `prompts`: `PromptDataset` |
 | seeded, resumable order over a dataset | `prompts`: `PromptIterator` |
-| the generated demo task | `arithmetic`: `make_rows`, `sft_examples`, `tokenizer_corpus`, `write_jsonl` |
+| the generated demo task | `arithmetic`: `make_rows`, `sft_examples`, `answer_only`, `tokenizer_corpus`, `write_jsonl` |
 """
 
 from primejax.data import arithmetic

@@ -11,6 +11,9 @@ first). Every intermediate value and the answer lie in [0, max_value), so no num
 and none grows long. Rows follow the Eurus-2-RL-Data schema (see `primejax.data.prompts`) with
 ability "math", so the math verifier scores responses against `str(answer)`.
 
+For the supervised warm start, `sft_examples` can cut a share of the solutions to the final answer
+alone, as a teacher that does not always show its work.
+
 Train and eval rows never share an expression: a hash of the expression assigns each one to a
 split, and generation for a split skips the expressions of the other.
 """
@@ -213,16 +216,33 @@ def make_rows(count: int, *, seed: int, split: str, eval_fraction: float = EVAL_
     ]
 
 
-def sft_examples(rows: Iterable[Mapping[str, Any]]) -> list[tuple[list[dict[str, str]], str]]:
-    """(prompt messages, solution text) pairs for a supervised warm start, one per row of `make_rows`.
+def answer_only(row: Mapping[str, Any]) -> str:
+    """The response that skips the work: "The answer is \\boxed{N}." with the row's ground truth."""
+    return f"The answer is \\boxed{{{row['reward_model']['ground_truth']}}}."
 
-    TypeError naming the row's position when a row has no string `extra_info.solution`.
+
+def sft_examples(rows: Iterable[Mapping[str, Any]], *, answer_only_fraction: float = 0.0,
+                 seed: int = 0) -> list[tuple[list[dict[str, str]], str]]:
+    """(prompt messages, response) pairs for a supervised warm start, one per row of `make_rows`.
+
+    The response is the worked solution, or, for a share `answer_only_fraction` of the rows chosen
+    with `seed`, only the final answer (`answer_only`): a teacher that sometimes shows its work and
+    sometimes does not. A model imitating it answers some questions without the steps, which on
+    multi-step problems a small model gets mostly wrong, so what RL can gain is choosing to work.
+
+    TypeError naming the row's position when a row has no string `extra_info.solution`; ValueError
+    for a fraction outside [0, 1].
     """
+    if not 0.0 <= answer_only_fraction <= 1.0:
+        raise ValueError(f"answer_only_fraction must lie in [0, 1], got {answer_only_fraction!r}")
+    rng = random.Random(seed)
     examples = []
     for i, row in enumerate(rows):
         solution = (row.get("extra_info") or {}).get("solution")
         if not isinstance(solution, str):
             raise TypeError(f"row {i} has no string extra_info.solution, got {solution!r}")
+        if rng.random() < answer_only_fraction:
+            solution = answer_only(row)
         examples.append(([dict(m) for m in row["prompt"]], solution))
     return examples
 

@@ -100,8 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
     # The built-in demo task (primejax.train.demo); `enabled` replaces model and data by it.
     c.demo = _section(
         enabled=False, min_ops=2, max_ops=4, max_operand=20, max_value=1000, train_size=4000, eval_size=200,
-        sft_size=2000, vocab_size=320, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
-        num_kv_heads=2)
+        sft_size=2000, answer_only_fraction=0.0, vocab_size=320, hidden_size=128, intermediate_size=384, num_layers=4,
+        num_heads=4, num_kv_heads=2)
     return c
 
 
@@ -205,6 +205,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
               "old policy itself)")
     if c.algo.norm_shards < 1 or (c.rollout.batch_size * c.rollout.n) % c.algo.norm_shards:
         _fail("algo.norm_shards", c.algo.norm_shards, "must be a positive divisor of the batch")
+    if not 0 <= c.demo.answer_only_fraction <= 1:
+        _fail("demo.answer_only_fraction", c.demo.answer_only_fraction, "must lie in [0, 1]")
     if not c.demo.enabled:
         if not c.model.path:
             _fail("model.path", c.model.path, "name a Hugging Face checkpoint directory (or set demo.enabled=True)")

@@ -4,7 +4,8 @@
 
     train.jsonl, eval.jsonl   generated problems (`primejax.data.arithmetic`), disjoint splits
     sft/                      a Hugging Face directory: the tokenizer and the SFT model, trained from a
-                              random init on worked solutions for `sft.steps` steps
+                              random init for `sft.steps` steps on worked solutions, a share
+                              `demo.answer_only_fraction` of them cut to the final answer
 
 and returns the config pointed at them, so PRIME then runs exactly as on a user's model and data.
 Nothing is downloaded.
@@ -50,7 +51,8 @@ def prepare_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
             max_position_embeddings=bucket(config.data.max_prompt_length) + config.rollout.max_response_length,
             eos_token_ids=tokenizer.eos_ids, pad_token_id=tokenizer.pad_id)
         params = init_params(model_config, jax.random.key(config.seed))
-        run_sft(config, params, model_config, tokenizer, arithmetic.sft_examples(sft_rows), sft_dir)
+        examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=config.seed)
+        run_sft(config, params, model_config, tokenizer, examples, sft_dir)
     demo = ml_collections.ConfigDict(config.to_dict())
     demo.model.path = sft_dir
     demo.model.tokenizer_path = ""
