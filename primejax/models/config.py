@@ -19,6 +19,10 @@ SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu")
 DTYPES = ("float32", "bfloat16", "float16")
+# What a layer keeps for the backward pass (`jax.checkpoint` policies): "none" keeps everything,
+# "full" nothing (the layer is recomputed), "dots" the matmul outputs, "dots_no_batch" the matmul
+# outputs without a batch dimension (the weights' own products).
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,8 @@ class ModelConfig:
     # The dtype the checkpoint was stored in; the dtype the forward pass computes in.
     dtype: str = "float32"
     compute_dtype: str = "float32"
+    # How layers are rematerialised under differentiation (REMAT_POLICIES); a run setting, not saved.
+    remat: str = "none"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -110,6 +116,8 @@ class ModelConfig:
         for name in ("dtype", "compute_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {', '.join(DTYPES)}")
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"remat={self.remat!r} must be one of {', '.join(REMAT_POLICIES)}")
         if self.sliding_windows and len(self.sliding_windows) != self.num_layers:
             raise ConfigError(
                 f"sliding_windows has {len(self.sliding_windows)} entries for num_layers={self.num_layers}"

@@ -1,9 +1,9 @@
 """Hugging Face checkpoints on local disk: `config.json` + `*.safetensors` <-> (ModelConfig, params).
 
 Reads single-file and sharded (`model.safetensors.index.json`) checkpoints, tensors in bfloat16,
-float16 or float32, optionally casting each tensor to a target dtype as it is read (peak host
-memory is one copy in the target dtype). Writes a directory that
-`transformers.AutoModelForCausalLM.from_pretrained` loads.
+float16 or float32, optionally casting each tensor to a target dtype as it is read. Each weight is
+read block by block straight into its device sharding, so host memory holds one block at a time.
+Writes a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from contextlib import ExitStack
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -90,13 +90,51 @@ def _to_hf(value: np.ndarray, spec: WeightSpec) -> np.ndarray:
     return value.reshape(spec.hf_shape)
 
 
+def _merged_groups(ours: tuple[int, ...], theirs: tuple[int, ...]) -> list[list[int]]:
+    """Which of our dimensions make up each dimension of `theirs` (ours = theirs with some split)."""
+    groups, dim = [], 0
+    for size in theirs:
+        group, product = [], 1
+        while product < size or not group:
+            group.append(dim)
+            product *= ours[dim]
+            dim += 1
+        if product != size:
+            raise CheckpointError(f"shape {ours} is not a split of {theirs}")
+        groups.append(group)
+    return groups
+
+
+def _read_block(handle, name: str, spec: WeightSpec, index: tuple[slice, ...]) -> np.ndarray:
+    """The block `index` (slices in our layout of `spec.shape`) of tensor `name`, reading from the file
+    only the rows and columns it needs: an index on the leading dimension of a merged group (heads of
+    heads × head_dim) reads exactly that range."""
+    theirs = spec.hf_shape[::-1] if spec.transpose else spec.hf_shape
+    their_index, after = [], []
+    for group in _merged_groups(spec.shape, theirs):
+        sizes = [spec.shape[d] for d in group]
+        start, stop, _ = index[group[0]].indices(sizes[0])
+        inner = int(np.prod(sizes[1:], dtype=np.int64))
+        their_index.append(slice(start * inner, stop * inner))
+        after.extend([slice(None)] + [index[d] for d in group[1:]])
+    block = handle.get_slice(name)[tuple(their_index[::-1] if spec.transpose else their_index)]
+    if spec.transpose:
+        block = block.T
+    shape = [len(range(*index[d].indices(spec.shape[d]))) if i == 0 else spec.shape[d]
+             for group in _merged_groups(spec.shape, theirs) for i, d in enumerate(group)]
+    return block.reshape(shape)[tuple(after)]
+
+
 def load_hf_checkpoint(
-    path: str | os.PathLike, dtype: str | None = None, **config_overrides: Any
+    path: str | os.PathLike, dtype: str | None = None, shardings: Params | None = None, **config_overrides: Any
 ) -> tuple[ModelConfig, Params]:
     """Loads a Hugging Face checkpoint directory.
 
     Returns the config and the params pytree. `dtype` (float32, bfloat16, float16) casts every
-    tensor; by default the checkpoint's stored `dtype` is kept. `config_overrides` replace config
+    tensor; by default the checkpoint's stored `dtype` is kept. `shardings` (a tree like the params,
+    or a callable from the config to one) places every weight straight into its sharding: each
+    process reads from the files only the blocks of its own devices, so no host ever holds the whole
+    model. Without it, weights land on the default device. `config_overrides` replace config
     fields (e.g. compute_dtype="bfloat16").
     """
     path = os.fspath(path)
@@ -114,28 +152,36 @@ def load_hf_checkpoint(
         raise CheckpointError(
             f"checkpoint {path!r} has tensors the {config.model_type} config does not use: {_describe(extra)}"
         )
+    if callable(shardings):
+        shardings = shardings(config)
 
     params: dict = {}
     with ExitStack() as stack:
         handles = {file: stack.enter_context(_open(file)) for file in sorted(set(locations.values()))}
 
-        def read(name: str, spec: WeightSpec) -> np.ndarray:
+        def read(name: str, spec: WeightSpec, index: tuple[slice, ...]) -> np.ndarray:
             handle = handles[locations[name]]
             shape = tuple(handle.get_slice(name).get_shape())
             if shape != spec.hf_shape:
                 raise CheckpointError(f"tensor {name!r} has shape {shape}, expected {spec.hf_shape}")
             try:
-                tensor = handle.get_tensor(name)
+                return _read_block(handle, name, spec, index).astype(target)
             except SafetensorError as e:
                 raise CheckpointError(f"cannot read tensor {name!r} from {locations[name]!r}: {e}") from e
-            return _to_ours(tensor, spec).astype(target)
 
         for spec in specs:
-            if spec.per_layer:
-                value = np.stack([read(spec.hf_name.format(i=i), spec) for i in range(config.num_layers)])
-            else:
-                value = read(spec.hf_name, spec)
-            set_path(params, spec.path, jnp.asarray(value))
+            full_shape = spec.full_shape(config.num_layers)
+            sharding = (get_path(shardings, spec.path) if shardings is not None
+                        else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+            def block(index, spec=spec):
+                index = tuple(slice(None) if i is None else i for i in index) + (slice(None),) * len(full_shape)
+                if not spec.per_layer:
+                    return read(spec.hf_name, spec, index[:len(spec.shape)])
+                layers = range(config.num_layers)[index[0]]
+                return np.stack([read(spec.hf_name.format(i=i), spec, index[1:1 + len(spec.shape)]) for i in layers])
+
+            set_path(params, spec.path, jax.make_array_from_callback(full_shape, sharding, block))
     return config, params
 
 

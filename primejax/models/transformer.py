@@ -27,8 +27,19 @@ import jax.numpy as jnp
 from primejax.models.config import ModelConfig
 from primejax.models.params import Params
 from primejax.models.rope import apply_rope, rope_tables
+from primejax.parallel.rules import constrain
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
+_REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+# Logical axes of activations (see primejax.parallel.rules), constrained when a layout is active.
+_HIDDEN = ("batch", "length", "act_embed")
+_HEADS = ("batch", "length", "act_heads", "head_dim")
+_KV = ("batch", "act_kv_heads", "cache_len", "head_dim")
+_MLP = ("batch", "length", "act_mlp")
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["k", "v", "segment_ids", "end"], meta_fields=[])
@@ -196,7 +207,10 @@ def hidden_states(
     """
     dtype = jnp.dtype(config.compute_dtype)
     seq = tokens.shape[1]
-    h = jnp.take(params["embed"]["embedding"], tokens, axis=0).astype(dtype)
+    # The table whole along the hidden axis (FSDP gathers it, as it gathers every weight where it
+    # is used), so that the looked-up rows come out split by batch rows alone.
+    table = constrain(params["embed"]["embedding"], ("act_vocab", "act_embed"))
+    h = constrain(jnp.take(table, tokens, axis=0).astype(dtype), _HIDDEN)
     cos, sin = rope_tables(config, positions)
     segment_ids = segment_ids.astype(jnp.int32)
     act = _ACTIVATIONS[config.hidden_act]
@@ -211,29 +225,33 @@ def hidden_states(
 
     def layer(h, p, window, cache_k=None, cache_v=None):
         x = rms_norm(h, p["attn_norm"]["scale"], config.rms_norm_eps)
-        q = apply_rope(_dense(x, p["attn"]["q"], dtype), cos, sin)
-        k = apply_rope(_dense(x, p["attn"]["k"], dtype), cos, sin).swapaxes(1, 2)
-        v = _dense(x, p["attn"]["v"], dtype).swapaxes(1, 2)
+        q = constrain(apply_rope(_dense(x, p["attn"]["q"], dtype), cos, sin), _HEADS)
+        k = constrain(apply_rope(_dense(x, p["attn"]["k"], dtype), cos, sin).swapaxes(1, 2), _KV)
+        v = constrain(_dense(x, p["attn"]["v"], dtype).swapaxes(1, 2), _KV)
         if cache_k is not None:
             cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, cache.end, 0))
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
+            cache_k, cache_v = constrain(cache_k, _KV), constrain(cache_v, _KV)
             k, v = cache_k.astype(dtype), cache_v.astype(dtype)
         attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window)
         # Heads and head_dim flattened into one contraction: contracting (n, d) directly makes XLA
         # transpose both the activations and the kernel on every call.
         o = p["attn"]["o"]
         o = {**o, "kernel": o["kernel"].reshape(-1, config.hidden_size)}
-        h = h + _dense(attn.reshape(*attn.shape[:2], -1), o, dtype)
+        h = constrain(h + _dense(attn.reshape(*attn.shape[:2], -1), o, dtype), _HIDDEN)
         x = rms_norm(h, p["mlp_norm"]["scale"], config.rms_norm_eps)
         gate = act(_dense(x, p["mlp"]["gate"], dtype))
         up = _dense(x, p["mlp"]["up"], dtype)
-        h = h + _dense(gate * up, p["mlp"]["down"], dtype)
+        h = constrain(h + _dense(constrain(gate * up, _MLP), p["mlp"]["down"], dtype), _HIDDEN)
         return h, cache_k, cache_v
 
     if cache is None:
         # Training and scoring: one scanned layer body keeps compile time flat in depth.
         def scanned(h, inputs):
             return layer(h, *inputs)[0], None
+
+        if config.remat != "none":
+            scanned = jax.checkpoint(scanned, policy=_REMAT[config.remat], prevent_cse=False)
 
         h, _ = jax.lax.scan(scanned, h, (params["layers"], jnp.asarray(config.windows, jnp.int32)))
     else:
@@ -258,7 +276,8 @@ def output_embedding(params: Params, config: ModelConfig) -> jax.Array:
 def logits_from_hidden(params: Params, h: jax.Array, config: ModelConfig) -> jax.Array:
     """Float32 logits [..., vocab] for hidden states [..., hidden]."""
     head = output_embedding(params, config).astype(h.dtype)
-    return jnp.einsum("...h,vh->...v", h, head, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("...h,vh->...v", h, head, preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch",) + ("length",) * (logits.ndim - 2) + ("act_vocab",))
 
 
 def forward(

@@ -2,13 +2,14 @@
 
 from primejax.sampling.next_token import SamplingParams, draw, next_token, sampling_logits
 from primejax.sampling.sampler import Rollout, bucket, generate, pad_prompts
-from primejax.sampling.text import decode_responses, encode_prompts, generate_text
+from primejax.sampling.text import decode_responses, decode_rows, encode_prompts, generate_text
 
 __all__ = [
     "Rollout",
     "SamplingParams",
     "bucket",
     "decode_responses",
+    "decode_rows",
     "draw",
     "encode_prompts",
     "generate",

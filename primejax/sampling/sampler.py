@@ -28,6 +28,8 @@ from primejax.models.transformer import (
     positions_from_segment_ids,
     unstack_layers,
 )
+from primejax.parallel.placement import to_host
+from primejax.parallel.rules import Layout, active, constrain_rows
 from primejax.sampling.next_token import SamplingParams, next_token
 
 MIN_BUCKET = 16
@@ -85,11 +87,17 @@ def _replicate(x: jax.Array, n: int) -> jax.Array:
     return x if n == 1 else jnp.repeat(x, n, axis=0)
 
 
-@partial(jax.jit, static_argnames=("config", "sampling"))
+@partial(jax.jit, static_argnames=("config", "sampling", "layout"))
 def _generate(params: Params, prompt_tokens, prompt_mask, key, limit, *, config: ModelConfig,
-              sampling: SamplingParams) -> Rollout:
+              sampling: SamplingParams, layout: Layout | None) -> Rollout:
     """The jitted program; `sampling.max_new_tokens` is the response buffer, `limit` <= it the
-    traced number of tokens to generate."""
+    traced number of tokens to generate; activations and the cache follow `layout`'s rules."""
+    with active(layout):
+        return _sample(params, prompt_tokens, prompt_mask, key, limit, config=config, sampling=sampling)
+
+
+def _sample(params: Params, prompt_tokens, prompt_mask, key, limit, *, config: ModelConfig,
+            sampling: SamplingParams) -> Rollout:
     n, buffer = sampling.n, sampling.max_new_tokens
     groups, prompt_len = prompt_tokens.shape
     rows = groups * n
@@ -130,12 +138,12 @@ def _generate(params: Params, prompt_tokens, prompt_mask, key, limit, *, config:
                                  config=config, cache=cache)
         return step + 1, cache, emit(state, step, logits_from_hidden(params, h[:, 0], config))
 
-    _, _, (tokens, log_probs, _) = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, state))
+    _, _, (tokens, log_probs, _) = jax.lax.while_loop(cond, body, (jnp.int32(1), cache, constrain_rows(state)))
     is_end = jnp.isin(tokens, end_ids) & (jnp.arange(buffer) < limit)
     # 1 up to and including the first end token; all ones when there is none.
     ended_before = jnp.cumsum(is_end, axis=-1) - is_end
     mask = ((ended_before == 0) & (jnp.arange(buffer) < limit)).astype(jnp.int32)
-    return Rollout(
+    return constrain_rows(Rollout(
         prompt_tokens=_replicate(prompt_tokens, n),
         prompt_mask=_replicate(prompt_mask, n),
         response_tokens=jnp.where(mask == 1, tokens, sampling.pad_id),
@@ -143,7 +151,7 @@ def _generate(params: Params, prompt_tokens, prompt_mask, key, limit, *, config:
         response_lengths=mask.sum(-1),
         truncated=~is_end.any(-1),
         log_probs=log_probs * mask,
-    )
+    ))
 
 
 def generate(
@@ -155,16 +163,18 @@ def generate(
     config: ModelConfig,
     sampling: SamplingParams,
     max_len: int | None = None,
+    layout: Layout | None = None,
 ) -> Rollout:
     """Samples `sampling.n` responses for every left-padded prompt row.
 
     prompt_tokens, prompt_mask: [G, P] (1 on real tokens, which must be right-aligned). `max_len`
-    bounds prompt + response length (default: the model's max_position_embeddings). Same key,
-    same inputs, same outputs.
+    bounds prompt + response length (default: the model's max_position_embeddings). With a
+    `layout`, the rows, the KV cache and the activations are sharded by its rules (pass prompts as
+    global arrays on a multi-process mesh). Same key, same inputs, same outputs.
     """
     # Checks run on a host copy of the (small) mask; the tokens stay where they are, so a batch
     # laid over a mesh's data axis is sampled where it lies.
-    mask = np.asarray(prompt_mask)
+    mask = to_host(prompt_mask)
     if len(prompt_tokens.shape) != 2 or tuple(prompt_tokens.shape) != mask.shape:
         raise ValueError(f"prompt_tokens {tuple(prompt_tokens.shape)} and prompt_mask {mask.shape} "
                          "must both be [num_prompts, length]")
@@ -186,7 +196,7 @@ def generate(
         prompt_mask = jnp.pad(prompt_mask, ((0, 0), (grow, 0)))
     limit = sampling.max_new_tokens
     rollout = _generate(params, prompt_tokens, prompt_mask, key, jnp.int32(limit), config=config,
-                        sampling=sampling.replace(max_new_tokens=bucket(limit)))
+                        sampling=sampling.replace(max_new_tokens=bucket(limit)), layout=layout)
     if bucket(limit) == limit:
         return rollout
     return dataclasses.replace(rollout, **{name: getattr(rollout, name)[:, :limit]

@@ -35,7 +35,11 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[Prompt], chat: bool =
 
 def decode_responses(tokenizer: Tokenizer, rollout: Rollout) -> list[str]:
     """The text of every response row (masked-in tokens, special tokens skipped)."""
-    tokens, mask = np.asarray(rollout.response_tokens), np.asarray(rollout.response_mask)
+    return decode_rows(tokenizer, np.asarray(rollout.response_tokens), np.asarray(rollout.response_mask))
+
+
+def decode_rows(tokenizer: Tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
+    """The text of every row of response `tokens` [rows, R] where `mask` is 1 (special tokens skipped)."""
     return [tokenizer.decode(row[m.astype(bool)]) for row, m in zip(tokens, mask)]
 
 

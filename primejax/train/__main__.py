@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from primejax.parallel import initialize_distributed
 from primejax.train.config import DEMO_CONFIG, validate
 from primejax.train.demo import prepare_demo
 from primejax.train.loop import Trainer
@@ -26,10 +28,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     validate(config)
+    initialize_distributed(config.mesh.distributed)
     workdir = os.path.abspath(_WORKDIR.value)
     if config.demo.enabled:
         config = prepare_demo(config, workdir)
     summary = Trainer(config, workdir).run()
+    if jax.process_index() != 0:
+        return
     for key in sorted(summary):
         print(f"{key}: {summary[key]:.4f}")
     start, final = summary.get("start/eval/pass@1"), summary.get("final/eval/pass@1")

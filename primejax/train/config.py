@@ -9,6 +9,7 @@ run could not do, before a model is loaded or a program compiled.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from typing import Any
 
@@ -16,6 +17,9 @@ import ml_collections
 from ml_collections import config_dict
 
 from primejax import algo
+from primejax.models.config import REMAT_POLICIES
+from primejax.parallel.mesh import DISTRIBUTED_MODES, MESH_AXES
+from primejax.parallel.rules import PARAM_RULES
 
 # The built-in demo's config file, the default of `python -m primejax.train` and `python -m primejax.sft`.
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
@@ -53,14 +57,25 @@ def base_config() -> ml_collections.ConfigDict:
     c.steps = 592  # RL iterations; the paper's final model is step 592
     c.logprob_chunk = 512  # response positions whose logits exist at once
 
+    # The device mesh (primejax.parallel): axis sizes, one of them -1 for "the rest of the devices";
+    # `distributed` starts jax.distributed ("auto": when the environment names several processes).
+    c.mesh = _section(data=-1, fsdp=1, tensor=1, distributed="auto")
     # The SFT policy (a Hugging Face directory). The tokenizer defaults to the same directory.
-    c.model = _section(path="", tokenizer_path="", dtype="float32", compute_dtype="float32")
+    # dtype: params of the policy and the PRM (the optimizer state is float32 either way);
+    # compute_dtype: their forward and backward passes; remat: what each layer keeps for the backward
+    # pass (none, full, dots, dots_no_batch); sharding: the parameter rule set (fsdp_tp, tp, fsdp,
+    # replicated).
+    c.model = _section(path="", tokenizer_path="", dtype="float32", compute_dtype="float32", remat="none",
+                       sharding="fsdp_tp")
     # π_ref: the frozen SFT model ("freeze"; path defaults to model.path) or the policy before
-    # this step's update ("policy": π_ref = old log-probs).
-    c.reference = _section(type="freeze", path="")
+    # this step's update ("policy": π_ref = old log-probs). dtype: its params and forward pass
+    # ("": model.dtype and model.compute_dtype); sharding: its parameter rule set.
+    c.reference = _section(type="freeze", path="", dtype="", sharding="fsdp_tp")
     # The implicit PRM π_φ: initialised from model.path unless `path` names its own checkpoint.
+    # compute_dtype: its passes ("": model.compute_dtype); sharding: its parameter rule set.
     c.prm = _optimizer(lr=1e-6, weight_decay=0.0, grad_clip=10.0, mini_batch_size=256, micro_batch_size=8)
-    c.prm.update({"enabled": True, "path": "", "schedule": "after", "loss": "ce", "beta": 0.05})
+    c.prm.update({"enabled": True, "path": "", "schedule": "after", "loss": "ce", "beta": 0.05, "compute_dtype": "",
+                  "sharding": "fsdp_tp"})
     c.actor = _optimizer(lr=5e-7, weight_decay=0.01, grad_clip=1.0, mini_batch_size=256, micro_batch_size=8)
     c.actor.update({"epochs": 1, "shuffle": True, "policy_loss": "ppo_clip", "clip_ratio": 0.2,
                     "clip_ratio_low": config_dict.placeholder(float), "clip_ratio_high": config_dict.placeholder(float),
@@ -76,7 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=256,  # prompts per iteration, after filtering
         n=4, temperature=1.0, top_p=1.0, top_k=0, max_response_length=3072,
         oversample_factor=1.0,  # prompts generated per round = batch_size * oversample_factor
-        max_rounds=8)  # refill: generation rounds per iteration before failing groups fill the batch
+        max_rounds=8,  # refill: generation rounds per iteration before failing groups fill the batch
+        # The weights the sampler reads: "" keeps the policy's dtype / parameter rule set; another
+        # value makes a copy for each iteration's generation (e.g. bfloat16 and "tp", so that decoding
+        # never gathers FSDP shards).
+        dtype="", sharding="")
     c.filter = _section(
         mode="refill", accuracy=True, accuracy_lower=0.2, accuracy_upper=0.8, truncation=False,
         truncation_rule="official")
@@ -176,6 +195,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
                   f"must divide {section}.mini_batch_size={c[section].mini_batch_size}")
     _choice(c.model.dtype, "model.dtype", DTYPES)
     _choice(c.model.compute_dtype, "model.compute_dtype", DTYPES)
+    _choice(c.model.remat, "model.remat", REMAT_POLICIES)
+    _choice(c.reference.dtype, "reference.dtype", ("",) + DTYPES)
+    _choice(c.prm.compute_dtype, "prm.compute_dtype", ("",) + DTYPES)
+    _choice(c.rollout.dtype, "rollout.dtype", ("",) + DTYPES)
+    _choice(c.rollout.sharding, "rollout.sharding", ("",) + tuple(PARAM_RULES))
+    for key in ("model.sharding", "reference.sharding", "prm.sharding"):
+        section, name = key.split(".")
+        _choice(c[section][name], key, tuple(PARAM_RULES))
+    for axis in MESH_AXES:
+        if c.mesh[axis] != -1 and c.mesh[axis] < 1:
+            _fail(f"mesh.{axis}", c.mesh[axis], "must be a positive integer or -1 (the rest of the devices)")
+    if sum(c.mesh[axis] == -1 for axis in MESH_AXES) > 1:
+        _fail("mesh", {a: c.mesh[a] for a in MESH_AXES}, "only one axis may be -1")
+    _choice(c.mesh.distributed, "mesh.distributed", DISTRIBUTED_MODES)
     _choice(c.reference.type, "reference.type", REFERENCE_TYPES)
     _choice(c.prm.schedule, "prm.schedule", UPDATE_SCHEDULES)
     _choice(c.prm.loss, "prm.loss", algo.PRM_LOSSES.names())
@@ -212,6 +245,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
             _fail("model.path", c.model.path, "name a Hugging Face checkpoint directory (or set demo.enabled=True)")
         if not c.data.train_files:
             _fail("data.train_files", c.data.train_files, "name the training prompts (.jsonl or .parquet)")
+
+
+def validate_for_mesh(c: ml_collections.ConfigDict, batch_shards: int) -> None:
+    """Raises ConfigError unless every batch the run lays over the mesh's batch axes (data × fsdp =
+    `batch_shards` ways) splits evenly: the prompts of a generation round, the micro-batches of both
+    updates (and so the mini-batches and the rollout batch) and the evaluation batch."""
+    round_prompts = math.ceil(c.rollout.batch_size * c.rollout.oversample_factor)
+    checks = [("rollout.batch_size", c.rollout.batch_size, round_prompts),
+              ("actor.micro_batch_size", c.actor.micro_batch_size, c.actor.micro_batch_size),
+              ("prm.micro_batch_size", c.prm.micro_batch_size, c.prm.micro_batch_size),
+              ("eval.batch_size", c.eval.batch_size, c.eval.batch_size)]
+    for key, value, count in checks:
+        if count % batch_shards:
+            _fail(key, value, f"makes batches of {count} rows, which the mesh's {batch_shards} batch shards "
+                  "(mesh.data × mesh.fsdp) do not divide")
 
 
 def _check_keys(c, base, prefix: str) -> None:

@@ -8,7 +8,7 @@
                               `demo.answer_only_fraction` of them cut to the final answer
 
 and returns the config pointed at them, so PRIME then runs exactly as on a user's model and data.
-Nothing is downloaded.
+Nothing is downloaded. On several processes, process 0 makes them while the others wait.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from primejax.data import arithmetic
 from primejax.models import ModelConfig, init_params
@@ -31,10 +32,21 @@ def _difficulty(d: ml_collections.ConfigDict) -> dict[str, int]:
 
 def prepare_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
     """Makes the demo's data and SFT model if missing; returns a copy of `config` that uses them."""
-    d = config.demo
+    if jax.process_index() == 0:
+        _make_demo(config, workdir)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("primejax demo files")
+    return _pointed_at_demo(config, workdir)
+
+
+def _paths(workdir: str) -> tuple[str, str, str]:
     root = os.path.join(os.path.abspath(workdir), "demo")
-    train_path, eval_path = os.path.join(root, "train.jsonl"), os.path.join(root, "eval.jsonl")
-    sft_dir = os.path.join(root, "sft")
+    return os.path.join(root, "train.jsonl"), os.path.join(root, "eval.jsonl"), os.path.join(root, "sft")
+
+
+def _make_demo(config: ml_collections.ConfigDict, workdir: str) -> None:
+    d = config.demo
+    train_path, eval_path, sft_dir = _paths(workdir)
     train_rows = arithmetic.make_rows(d.train_size, seed=config.seed, split="train", **_difficulty(d))
     if not os.path.isfile(train_path):
         arithmetic.write_jsonl(train_rows, train_path)
@@ -53,6 +65,10 @@ def prepare_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
         params = init_params(model_config, jax.random.key(config.seed))
         examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=config.seed)
         run_sft(config, params, model_config, tokenizer, examples, sft_dir)
+
+
+def _pointed_at_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    train_path, eval_path, sft_dir = _paths(workdir)
     demo = ml_collections.ConfigDict(config.to_dict())
     demo.model.path = sft_dir
     demo.model.tokenizer_path = ""

@@ -5,7 +5,8 @@
              maintainers' recommendation for small sets such as AIME)
 
 both overall and per `data_source`. Prompts are run in fixed-size batches (the last one padded
-with repeats whose results are dropped), so evaluation compiles one program per setting.
+with repeats whose results are dropped), so evaluation compiles one program per setting. On several
+processes each verifies its share of the rows and the scores are all-gathered.
 """
 
 from __future__ import annotations
@@ -19,23 +20,29 @@ import numpy as np
 from primejax.data import PromptDataset
 from primejax.models import ModelConfig
 from primejax.models.params import Params
-from primejax.sampling import SamplingParams, bucket, decode_responses, generate, pad_prompts
+from primejax.parallel.placement import to_host
+from primejax.parallel.rules import Layout
+from primejax.sampling import SamplingParams, bucket
 from primejax.tokenizer import Tokenizer
-from primejax.verifiers import Sample, VerifierPool
+from primejax.train.rollouts import dispatch, submit_share
+from primejax.verifiers import VerifierPool
 
 
 class Evaluator:
     """Scores a policy on a held-out prompt set."""
 
     def __init__(self, config: ml_collections.ConfigDict, dataset: PromptDataset, tokenizer: Tokenizer,
-                 model_config: ModelConfig, pool: VerifierPool):
+                 model_config: ModelConfig, pool: VerifierPool, layout: Layout | None = None):
         e = config.eval
+        self.layout = layout
         self.dataset = dataset
         self.tokenizer = tokenizer
         self.model_config = model_config
         self.pool = pool
         self.indices = list(range(len(dataset) if not e.max_prompts else min(e.max_prompts, len(dataset))))
-        self.batch_size = min(e.batch_size, len(self.indices))
+        # Fixed-size batches that the mesh's batch axes divide (a small set is padded up to them).
+        shards = layout.batch_shards if layout is not None else 1
+        self.batch_size = min(e.batch_size, -(-len(self.indices) // shards) * shards)
         self.prompt_length = bucket(config.data.max_prompt_length)
         length = e.max_response_length or config.rollout.max_response_length
         common = {"max_new_tokens": length, "eos_ids": tokenizer.eos_ids, "pad_id": tokenizer.pad_id}
@@ -50,18 +57,12 @@ class Evaluator:
         for start in range(0, len(self.indices), self.batch_size):
             batch = self.indices[start:start + self.batch_size]
             padded = batch + [batch[0]] * (self.batch_size - len(batch))
-            tokens, mask = pad_prompts([self.dataset.tokens(i) for i in padded], self.tokenizer.pad_id,
-                                       self.prompt_length)
-            rollout = generate(params, tokens, mask, jax.random.fold_in(key, start), config=self.model_config,
-                               sampling=sampling, max_len=self.prompt_length + sampling.max_new_tokens)
-            texts = decode_responses(self.tokenizer, rollout)[:len(batch) * sampling.n]
-            samples = []
-            for row, text in enumerate(texts):
-                record = self.dataset.record(batch[row // sampling.n])
-                samples.append(Sample(response=text, ground_truth=record.ground_truth, ability=record.ability,
-                                      data_source=record.data_source))
-            verdicts = self.pool.verify(samples)
-            scores.append(np.asarray([v.score for v in verdicts], np.float32).reshape(len(batch), sampling.n))
+            rollout = dispatch(params, [self.dataset.tokens(i) for i in padded], jax.random.fold_in(key, start),
+                               self.tokenizer, self.prompt_length, self.model_config, sampling, self.layout)
+            rows = len(batch) * sampling.n
+            host = {f: to_host(getattr(rollout, f))[:rows] for f in ("response_tokens", "response_mask")}
+            acc, _ = submit_share(self.pool, self.tokenizer, self.dataset, batch, sampling.n, host).result()
+            scores.append(acc.reshape(len(batch), sampling.n))
         return np.concatenate(scores)
 
     def evaluate(self, params: Params, key: jax.Array) -> dict[str, float]:

@@ -15,27 +15,29 @@ checkpointed iterator, so a run resumed from a checkpoint repeats the uninterrup
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from primejax import algo
 from primejax.data import PromptDataset, PromptIterator, load_prompt_records
-from primejax.models import load_hf_checkpoint
+from primejax.models import ModelConfig, load_hf_checkpoint
+from primejax.models.params import Params
+from primejax.parallel import Layout, make_mesh, param_shardings, put_global
 from primejax.tokenizer import Tokenizer
 from primejax.train import config as config_lib
+from primejax.train import setup
 from primejax.train.checkpoint import Checkpointer
 from primejax.train.evaluation import Evaluator
 from primejax.train.export import export_model
 from primejax.train.metrics import MetricsWriter, Progress
-from primejax.train.optim import make_optimizer
 from primejax.train.rollouts import RolloutCollector
-from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, make_steps
+from primejax.train.steps import ModelState, Placement
 from primejax.verifiers import VerifierConfig, VerifierPool
 
 PROGRESS_KEYS = ("reward/outcome_mean", "train/outcome_reward", "prm/accuracy", "actor/pg_loss", "eval/pass@1")
@@ -45,14 +47,23 @@ class TrainingError(RuntimeError):
     """The run cannot go on (a non-finite loss); the message names the step and the last good checkpoint."""
 
 
-def _copy(tree):
-    return jax.tree.map(jnp.copy, tree)
-
-
-def _load_model(path: str, c: ml_collections.ConfigDict):
+def _load_model(path: str, c: ml_collections.ConfigDict, layout: Layout, dtype: str, compute_dtype: str):
+    """(config, params) of a Hugging Face directory, every weight read straight into its sharding."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model checkpoint directory not found: {path}")
-    return load_hf_checkpoint(path, dtype=c.model.dtype, compute_dtype=c.model.compute_dtype)
+    return load_hf_checkpoint(path, dtype=dtype, shardings=lambda config: param_shardings(config, layout),
+                              compute_dtype=compute_dtype, remat=c.model.remat)
+
+
+def _derive(params: Params, config: ModelConfig, layout: Layout) -> Params:
+    """A new copy of `params` in `config.dtype` and `layout`'s shardings (one jitted program: no host copy)."""
+    return jax.jit(lambda p: jax.tree.map(lambda x: x.astype(config.dtype), p),
+                   out_shardings=param_shardings(config, layout))(params)
+
+
+def _opt_state(optimizer, params: Params, shardings: ModelState):
+    """`optimizer.init(params)` made straight in the optimizer state's shardings."""
+    return jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
 
 
 def _datasets(c: ml_collections.ConfigDict, tokenizer: Tokenizer):
@@ -83,50 +94,46 @@ class Trainer:
         self.workdir = os.path.abspath(workdir)
         self.tokenizer = Tokenizer.from_dir(c.model.tokenizer_path or c.model.path)
         self.train_data, self.eval_data = _datasets(c, self.tokenizer)
-        self.policy_config, policy_params = _load_model(c.model.path, c)
+        self.layout = Layout(make_mesh(c.mesh))
+        config_lib.validate_for_mesh(c, self.layout.batch_shards)
+        self.layouts = layouts = setup.layouts(c, self.layout.mesh)
+        policy_config, policy_params = _load_model(c.model.path, c, layouts.policy, c.model.dtype,
+                                                   c.model.compute_dtype)
+        configs = setup.model_configs(c, policy_config)
         self.uses_prm = config_lib.uses_prm(c)
         self.reference = None
-        reference_config = self.policy_config
         if c.reference.type == "freeze":
             if c.reference.path and c.reference.path != c.model.path:
-                reference_config, self.reference = _load_model(c.reference.path, c)
+                reference_config, self.reference = _load_model(c.reference.path, c, layouts.reference,
+                                                               configs.reference.dtype,
+                                                               configs.reference.compute_dtype)
+                configs = dataclasses.replace(configs, reference=reference_config)
             else:
-                self.reference = _copy(policy_params)
-        prm_config, prm_params = self.policy_config, None
+                self.reference = _derive(policy_params, configs.reference, layouts.reference)
+        prm_params = None
         if self.uses_prm:
             if c.prm.path and c.prm.path != c.model.path:
-                prm_config, prm_params = _load_model(c.prm.path, c)
+                prm_config, prm_params = _load_model(c.prm.path, c, layouts.prm, c.model.dtype,
+                                                     configs.prm.compute_dtype)
+                configs = dataclasses.replace(configs, prm=prm_config)
             else:
-                prm_params = _copy(policy_params)
-        rows = c.rollout.batch_size * c.rollout.n
-        actor_steps = c.steps * c.actor.epochs * rows // c.actor.mini_batch_size
-        self.actor_optimizer = make_optimizer(c.actor, actor_steps)
-        self.prm_optimizer = make_optimizer(c.prm, c.steps * rows // c.prm.mini_batch_size)
-        self.steps = make_steps(
-            policy_config=self.policy_config, prm_config=prm_config, reference_config=reference_config,
-            policy_optimizer=self.actor_optimizer, prm_optimizer=self.prm_optimizer,
-            prm_options=PrmOptions(loss=c.prm.loss, beta=c.prm.beta, mini_batch=c.prm.mini_batch_size,
-                                   micro_batch=c.prm.micro_batch_size),
-            advantage_options=AdvantageOptions(
-                n=c.rollout.n, beta=c.prm.beta, process_reward=c.algo.process_reward,
-                process_options=tuple(config_lib.process_options(c).items()), norm=c.algo.norm,
-                norm_shards=c.algo.norm_shards, estimator=c.algo.advantage,
-                estimator_options=tuple(config_lib.estimator_options(c).items()), use_process=self.uses_prm),
-            policy_options=PolicyOptions(
-                loss=c.actor.policy_loss, loss_options=tuple(config_lib.policy_loss_options(c).items()),
-                agg=c.actor.loss_agg, entropy_coef=c.actor.entropy_coef, kl_coef=c.actor.kl_coef,
-                kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
-                micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
-            chunk=c.logprob_chunk)
+                prm_params = _derive(policy_params, configs.prm, layouts.prm)
+        self.configs = configs
+        self.actor_optimizer, self.prm_optimizer = setup.optimizers(c)
+        policy_shardings = setup.state_shardings(self.actor_optimizer, policy_params, configs.policy, layouts.policy)
+        policy_state = ModelState(policy_params, _opt_state(self.actor_optimizer, policy_params, policy_shardings))
+        prm_state = prm_shardings = None
+        if prm_params is not None:
+            prm_shardings = setup.state_shardings(self.prm_optimizer, prm_params, configs.prm, layouts.prm)
+            prm_state = ModelState(prm_params, _opt_state(self.prm_optimizer, prm_params, prm_shardings))
+        self.placement = Placement(self.layout, policy=policy_shardings, prm=prm_shardings)
+        self.steps = setup.build_steps(c, configs, self.actor_optimizer, self.prm_optimizer, self.placement)
         self.state = {
-            "policy": ModelState(policy_params, self.actor_optimizer.init(policy_params)),
-            "prm": None if prm_params is None else ModelState(prm_params, self.prm_optimizer.init(prm_params)),
-            "rng": jax.random.key_data(jax.random.key(c.seed)),
+            "policy": policy_state,
+            "prm": prm_state,
+            "rng": put_global(jax.random.key_data(jax.random.key(c.seed)), self.layout.replicated()),
         }
-        devices = jax.devices()
-        mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-        self.data_sharding = jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec("data" if rows % len(devices) == 0 else None))
+        self.primary = jax.process_index() == 0
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
                                          best_metric=c.checkpoint.best_metric or None,
                                          keep_best=c.checkpoint.keep_best)
@@ -156,10 +163,17 @@ class Trainer:
         base = jax.random.wrap_key_data(self.state["rng"])
         return jax.random.fold_in(jax.random.fold_in(base, ("train", "eval").index(stream)), step)
 
+    def _generation_params(self) -> Params:
+        """The policy's weights as the sampler reads them (a copy in `rollout.dtype` / `rollout.sharding`
+        when those differ from the policy's)."""
+        if not setup.rollout_copies(self.config):
+            return self.state["policy"].params
+        return _derive(self.state["policy"].params, self.configs.rollout, self.layouts.rollout)
+
     def _evaluate(self, step: int) -> dict[str, float]:
         if self.evaluator is None:
             return {}
-        self.last_eval = self.evaluator.evaluate(self.state["policy"].params, self._key("eval", step))
+        self.last_eval = self.evaluator.evaluate(self._generation_params(), self._key("eval", step))
         return self.last_eval
 
     def iteration(self, step: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -167,10 +181,9 @@ class Trainer:
         c, steps, timings = self.config, self.steps, {}
         key = self._key("train", step)
         clock = time.perf_counter()
-        batch = self.collector.collect(self.state["policy"].params, jax.random.fold_in(key, 0))
+        batch = self.collector.collect(self._generation_params(), jax.random.fold_in(key, 0))
         timings["time/rollout"] = time.perf_counter() - clock
-        sequences = jax.device_put(batch.sequences, self.data_sharding)
-        acc = jax.device_put(batch.acc, self.data_sharding)
+        sequences, acc = put_global((batch.sequences, batch.acc), self.placement.rows())
         mask = sequences.response_mask
 
         clock = time.perf_counter()
@@ -238,10 +251,10 @@ class Trainer:
                                   code_max_tests=c.verifier.code_max_tests, code_isolation=c.verifier.code_isolation)
         with VerifierPool(verifier, num_workers=c.verifier.workers or None) as self.pool:
             iterator = PromptIterator(len(self.train_data), c.seed, shuffle=c.data.shuffle)
-            self.collector = RolloutCollector(c, self.train_data, iterator, self.tokenizer, self.policy_config,
-                                              self.pool)
-            self.evaluator = None if self.eval_data is None else Evaluator(c, self.eval_data, self.tokenizer,
-                                                                            self.policy_config, self.pool)
+            self.collector = RolloutCollector(c, self.train_data, iterator, self.tokenizer, self.configs.rollout,
+                                              self.pool, self.layouts.rollout)
+            self.evaluator = None if self.eval_data is None else Evaluator(
+                c, self.eval_data, self.tokenizer, self.configs.rollout, self.pool, self.layouts.rollout)
             try:
                 yield self._restore()
             finally:
@@ -251,8 +264,9 @@ class Trainer:
         """Trains to `config.steps`; returns the first and last evaluation metrics (`start/…`, `final/…`)."""
         c = self.config
         with self.session() as start, \
-                MetricsWriter(self.workdir, tensorboard=c.log.tensorboard, resume_step=start or None) as writer, \
-                Progress(c.steps, initial=start, keys=PROGRESS_KEYS, enabled=c.log.progress) as progress:
+                MetricsWriter(self.workdir, tensorboard=c.log.tensorboard, enabled=self.primary,
+                              resume_step=start or None) as writer, \
+                Progress(c.steps, initial=start, keys=PROGRESS_KEYS, enabled=c.log.progress and self.primary) as progress:
             if start == 0 and c.eval.at_start and self.evaluator is not None:
                 self.initial_eval = self._evaluate(0)
                 writer.write(0, self.initial_eval)
@@ -269,7 +283,7 @@ class Trainer:
                 if step % c.checkpoint.every == 0 or step == c.steps:
                     self._save(step, metrics)
         if c.checkpoint.export_hf:
-            export_model(os.path.join(self.workdir, "export"), self.state["policy"].params, self.policy_config,
+            export_model(os.path.join(self.workdir, "export"), self.state["policy"].params, self.configs.policy,
                          self.tokenizer)
         return ({f"start/{k}": v for k, v in self.initial_eval.items()}
                 | {f"final/{k}": v for k, v in self.last_eval.items()})

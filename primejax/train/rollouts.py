@@ -11,6 +11,11 @@ response is scored by the verifier pool. Then, by `filter.mode`:
 
 Verification overlaps device work where that is free: when the next round is needed whatever this
 round's scores are, its generation is dispatched before waiting for the verifier.
+
+On several processes every process runs this same code on the same prompt order: each generation
+round is one global program over the mesh, every process verifies its share of the rows in its own
+pool, and the scores are all-gathered, so every process takes the same filtering decisions and holds
+the same refill buffer; `put_global` then places only each process's shards of the batch.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from primejax import algo
 from primejax.data import PromptDataset, PromptIterator
 from primejax.models import ModelConfig
 from primejax.models.params import Params
-from primejax.sampling import Rollout, SamplingParams, bucket, decode_responses, generate, pad_prompts
+from primejax.parallel.placement import gather_shares, process_share, put_global, to_host
+from primejax.parallel.rules import Layout
+from primejax.sampling import Rollout, SamplingParams, bucket, decode_rows, generate, pad_prompts
 from primejax.tokenizer import Tokenizer
 from primejax.train.logprobs import Sequences
 from primejax.verifiers import Sample, VerifierPool
@@ -87,8 +94,9 @@ class RolloutCollector:
     """Produces each iteration's filtered batch; holds the prompt iterator and the refill buffer."""
 
     def __init__(self, config: ml_collections.ConfigDict, dataset: PromptDataset, iterator: PromptIterator,
-                 tokenizer: Tokenizer, model_config: ModelConfig, pool: VerifierPool):
+                 tokenizer: Tokenizer, model_config: ModelConfig, pool: VerifierPool, layout: Layout | None = None):
         self.config = config
+        self.layout = layout
         self.dataset = dataset
         self.iterator = iterator
         self.tokenizer = tokenizer
@@ -116,22 +124,15 @@ class RolloutCollector:
         return take + self.iterator.take(self.round_size - len(take))
 
     def _dispatch(self, params: Params, prompts: list[int], key: jax.Array) -> Rollout:
-        tokens, mask = pad_prompts([self.dataset.tokens(i) for i in prompts], self.tokenizer.pad_id,
-                                   self.prompt_length)
-        return generate(params, tokens, mask, key, config=self.model_config, sampling=self.sampling,
-                        max_len=self.prompt_length + self.sampling.max_new_tokens)
+        return dispatch(params, [self.dataset.tokens(i) for i in prompts], key, self.tokenizer, self.prompt_length,
+                        self.model_config, self.sampling, self.layout)
 
     def _verify(self, prompts: list[int], rollout: Rollout):
-        """Pulls the rollout to the host and submits its responses; returns (host arrays, future)."""
-        texts = decode_responses(self.tokenizer, rollout)
-        samples = []
-        for row, text in enumerate(texts):
-            record = self.dataset.record(prompts[row // self.n])
-            samples.append(Sample(response=text, ground_truth=record.ground_truth, ability=record.ability,
-                                  data_source=record.data_source))
-        host = {f: np.asarray(getattr(rollout, f)) for f in ("prompt_tokens", "prompt_mask", "response_tokens",
-                                                             "response_mask", "truncated")}
-        return host, self.pool.submit(samples)
+        """Pulls the rollout to the host and submits this process's share of its responses; returns
+        (host arrays, pending verification)."""
+        host = to_host({f: getattr(rollout, f) for f in ("prompt_tokens", "prompt_mask", "response_tokens",
+                                                          "response_mask", "truncated")})
+        return host, submit_share(self.pool, self.tokenizer, self.dataset, prompts, self.n, host)
 
     def _keep(self, generated: Generated) -> np.ndarray:
         f, n = self.config.filter, self.n
@@ -167,10 +168,9 @@ class RolloutCollector:
                 start = time.perf_counter()
                 next_rollout = self._dispatch(params, next_prompts, jax.random.fold_in(key, round_index + 1))
             wait = time.perf_counter()
-            verdicts = future.result()
+            acc, errors = future.result()
             stats["verify_wait_seconds"] += time.perf_counter() - wait
-            generated = Generated(prompts=prompts, **host, acc=np.asarray([v.score for v in verdicts], np.float32),
-                                  errors=sum(v.error is not None for v in verdicts))
+            generated = Generated(prompts=prompts, **host, acc=acc, errors=int(errors.sum()))
             stats["rounds"] += 1
             stats["generated_prompts"] += len(prompts)
             stats["verify_errors"] += generated.errors
@@ -208,6 +208,47 @@ class RolloutCollector:
                                  groups.response_mask, self.prompt_length, self.tokenizer.pad_id)
         return RolloutBatch(prompts=groups.prompts, sequences=sequences, acc=groups.acc, truncated=groups.truncated,
                             stats=stats)
+
+
+def dispatch(params: Params, prompts: list[list[int]], key: jax.Array, tokenizer: Tokenizer, prompt_length: int,
+             model_config: ModelConfig, sampling: SamplingParams, layout: Layout | None) -> Rollout:
+    """Starts generating `sampling.n` responses to each tokenized prompt (left-padded to
+    `prompt_length`), the prompts laid over the layout's batch axes; returns the rollout (in flight)."""
+    tokens, mask = pad_prompts(prompts, tokenizer.pad_id, prompt_length)
+    if layout is not None:
+        tokens, mask = put_global((tokens, mask), layout.rows(tokens.shape))
+    return generate(params, tokens, mask, key, config=model_config, sampling=sampling,
+                    max_len=prompt_length + sampling.max_new_tokens, layout=layout)
+
+
+class PendingScores:
+    """This process's verification of its share of a round's rows; `result()` gathers every process's
+    scores into (scores [rows] float32, errors [rows] bool), the same on every process."""
+
+    def __init__(self, future, rows: int):
+        self.future, self.rows = future, rows
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        verdicts = self.future.result()
+        local = np.asarray([(v.score, v.error is not None) for v in verdicts], np.float32).reshape(-1, 2)
+        gathered = gather_shares(local, self.rows)
+        return gathered[:, 0], gathered[:, 1].astype(bool)
+
+
+def submit_share(pool: VerifierPool, tokenizer: Tokenizer, dataset: PromptDataset, prompts: list[int], n: int,
+                 host: dict[str, np.ndarray]) -> PendingScores:
+    """Decodes this process's share of the response rows (row r answers `prompts[r // n]`) and submits
+    them to the pool."""
+    rows = len(host["response_tokens"])
+    share = process_share(rows)
+    texts = decode_rows(tokenizer, host["response_tokens"][share.start:share.stop],
+                        host["response_mask"][share.start:share.stop])
+    samples = []
+    for row, text in zip(share, texts):
+        record = dataset.record(prompts[row // n])
+        samples.append(Sample(response=text, ground_truth=record.ground_truth, ability=record.ability,
+                              data_source=record.data_source))
+    return PendingScores(pool.submit(samples), rows)
 
 
 def _concat(parts: list[Generated]) -> Generated | None:

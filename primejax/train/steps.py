@@ -8,8 +8,11 @@
 
 Mini-batches are split into micro-batches whose gradients are accumulated in a scan, so one
 optimizer step sees exactly the mini-batch's loss while only a micro-batch's activations exist.
-Shardings are given at the jit call: rollout arrays over the mesh's `data` axis, params and
-optimizer states as the caller placed them.
+
+On a mesh (`Placement`), shardings are given at the jit call: rollout rows over the batch axes
+(data × fsdp), params and optimizer states by their rule sets, metrics replicated. The update steps
+first make the (small) rollout arrays whole on every device, then lay each micro-batch's rows over
+the batch axes, so mini-batches are the same rows on any mesh and every device works on each one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import optax
 from primejax import algo
 from primejax.models import ModelConfig
 from primejax.models.params import Params
+from primejax.parallel.rules import Layout, constrain_rows, replicate, traced_under
 from primejax.train.logprobs import Sequences, chunked_log_probs
 
 Metrics = dict[str, jax.Array]
@@ -132,11 +136,11 @@ def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, 
     loss_fn = algo.PRM_LOSSES.bind(options.loss, beta=options.beta)
     rows = sequences.response_mask.shape[0]
     mini, micro = options.mini_batch, options.micro_batch
-    data = (sequences, ref_log_probs, acc, q_bc, acc_bc)
+    data = replicate((sequences, ref_log_probs, acc, q_bc, acc_bc))
     data = jax.tree.map(lambda x: x.reshape(rows // mini, mini, *x.shape[1:]), data)
 
     def micro_loss(params, batch):
-        seqs, ref, acc_m, q_bc_m, acc_bc_m = batch
+        seqs, ref, acc_m, q_bc_m, acc_bc_m = constrain_rows(batch)
         log_probs, _ = chunked_log_probs(params, seqs, config=config, chunk=chunk, with_entropy=False)
         q = algo.log_ratio(log_probs, ref)
         return loss_fn(q, acc_m, seqs.response_mask, q_bc_m, acc_bc_m), log_probs
@@ -156,7 +160,7 @@ def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, 
 
     prm, (log_probs, metrics) = jax.lax.scan(mini_step, prm, data)
     metrics = jax.tree.map(jnp.mean, metrics) | {"prm/param_norm": optax.tree.norm(prm.params)}
-    return prm, log_probs.reshape(rows, -1), metrics
+    return prm, constrain_rows(log_probs.reshape(rows, -1)), metrics
 
 
 def advantages(prm_log_probs: jax.Array | None, ref_log_probs: jax.Array | None, acc: jax.Array,
@@ -211,10 +215,10 @@ def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.A
     else:
         order = jnp.tile(jnp.arange(rows), (options.epochs, 1))
     order = order.reshape(-1, mini)
-    data = (sequences, old_log_probs, ref_log_probs, adv)
+    data = replicate((sequences, old_log_probs, ref_log_probs, adv))
 
     def micro_loss(params, batch, counts):
-        seqs, old, ref, a = batch
+        seqs, old, ref, a = constrain_rows(batch)
         mask = seqs.response_mask
         log_probs, entropy = chunked_log_probs(params, seqs, config=config, chunk=chunk,
                                                with_entropy=options.entropy_coef != 0)
@@ -254,6 +258,25 @@ def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.A
 
 
 @dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run's arrays live: `layout` (the mesh and the activation rules) and the shardings of the
+    policy's and the PRM's `ModelState`s. The default, no layout, leaves placement to the inputs."""
+
+    layout: Layout | None = None
+    policy: Any = None
+    prm: Any = None
+
+    def rows(self):
+        """The sharding of [rows, ...] rollout arrays (None without a layout)."""
+        if self.layout is None:
+            return None
+        return jax.sharding.NamedSharding(self.layout.mesh, self.layout.rows((self.layout.batch_shards,)).spec)
+
+    def replicated(self):
+        return None if self.layout is None else self.layout.replicated()
+
+
+@dataclasses.dataclass(frozen=True)
 class Steps:
     """The jitted step functions of a run (see the module doc)."""
 
@@ -266,16 +289,24 @@ class Steps:
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
                policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
                prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
-               chunk: int) -> Steps:
+               chunk: int, placement: Placement = Placement()) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
-    updates are donated. Inputs keep the shardings the caller gave them (rollouts over the mesh's
-    data axis), and XLA partitions the programs accordingly."""
+    updates are donated. With a layout, outputs get the shardings of `Placement` and activations are
+    constrained by its rules; without one, inputs keep the shardings the caller gave them."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
+    rows, replicated = placement.rows(), placement.replicated()
+
+    def jit(fn, out_shardings, **kwargs):
+        if placement.layout is None:
+            out_shardings = None
+        return jax.jit(traced_under(fn, placement.layout), out_shardings=out_shardings, **kwargs)
+
     return Steps(
-        score=jax.jit(partial(score, configs=configs, chunk=chunk), static_argnames=("entropy_of",)),
-        prm_update=jax.jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
-                                   chunk=chunk), donate_argnums=0),
-        advantages=jax.jit(partial(advantages, options=advantage_options)),
-        policy_update=jax.jit(partial(policy_update, config=policy_config, optimizer=policy_optimizer,
-                                      options=policy_options, chunk=chunk), donate_argnums=0),
+        score=jit(partial(score, configs=configs, chunk=chunk), rows, static_argnames=("entropy_of",)),
+        prm_update=jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
+                               chunk=chunk), (placement.prm, rows, replicated), donate_argnums=0),
+        advantages=jit(partial(advantages, options=advantage_options), (rows, replicated)),
+        policy_update=jit(partial(policy_update, config=policy_config, optimizer=policy_optimizer,
+                                  options=policy_options, chunk=chunk), (placement.policy, replicated),
+                          donate_argnums=0),
     )
