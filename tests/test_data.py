@@ -167,6 +167,30 @@ def test_dataset_templates_once_and_drops_overlong_prompts(tokenizer, tmp_path):
         PromptDataset([records[0], records[2]], tokenizer, limit)
 
 
+def test_processes_template_their_share_and_agree_on_the_kept_prompts(tokenizer, tmp_path):
+    short = dict(ROWS[1], prompt="Compute 1 + 2.")
+    long = dict(ROWS[1], prompt="Compute " + " + ".join(["123"] * 40) + ".")
+    records = load_prompt_records(write_jsonl(tmp_path / "p.jsonl", [long, short, short, long, short]))
+    limit = len(tokenizer.apply_chat_template([{"role": "user", "content": "Compute 1 + 2."}])) + 4
+    whole = PromptDataset(records, tokenizer, limit)
+    lengths = np.asarray([len(tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True))
+                          for r in records])
+    shares = [range(0, 3), range(3, 5)]
+    templated = []
+
+    def gather(local, count):  # what every process contributes for its share
+        assert count == 5
+        templated.append(len(local))
+        return lengths
+
+    for share in shares:
+        part = PromptDataset(records, tokenizer, limit, share=lambda count, share=share: share, gather=gather)
+        assert len(part) == len(whole) == 3 and part.dropped_overlong == whole.dropped_overlong == 2
+        assert [part.record(i).index for i in range(3)] == [whole.record(i).index for i in range(3)]
+        assert [part.tokens(i) for i in range(3)] == [whole.tokens(i) for i in range(3)]
+    assert templated == [3, 2]
+
+
 def test_system_prompt_and_instruction_suffix(tokenizer, tmp_path):
     records = load_prompt_records(write_jsonl(tmp_path / "p.jsonl", ROWS))
     dataset = PromptDataset(records, tokenizer, 10_000, system_prompt="Be brief.", instruction_suffix=" Box it.")

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,8 +192,12 @@ class PromptDataset:
 
     Each record's messages get `system_prompt` prepended as a system message when they have none,
     and `instruction_suffix` appended to the content of their last user message; the chat template
-    is then applied once, with the generation prompt. Prompts longer than `max_prompt_length` tokens
+    is then applied, with the generation prompt. Prompts longer than `max_prompt_length` tokens
     are dropped and counted in `dropped_overlong`.
+
+    On several processes, pass `share` (the records a process handles, given their count) and
+    `gather` (every process's per-record results in record order): each process then applies the
+    template only to its share to find the prompt lengths, and to other prompts when asked for them.
 
     Attributes:
       max_prompt_length: the most prompt tokens a kept record may have.
@@ -209,6 +213,8 @@ class PromptDataset:
         *,
         system_prompt: str | None = None,
         instruction_suffix: str = "",
+        share: Callable[[int], range] | None = None,
+        gather: Callable[[np.ndarray, int], np.ndarray] | None = None,
     ):
         if isinstance(max_prompt_length, bool) or not isinstance(max_prompt_length, numbers.Integral):
             raise TypeError(f"max_prompt_length must be an integer, got {max_prompt_length!r}")
@@ -217,26 +223,28 @@ class PromptDataset:
         if not records:
             raise DataError("no prompt records to build a dataset from")
         self.max_prompt_length = int(max_prompt_length)
-        self.dropped_overlong = 0
-        self.longest = 0
-        self._records: list[PromptRecord] = []
-        self._messages: list[list[dict[str, str]]] = []
-        self._tokens: list[tuple[int, ...]] = []
-        for record in records:
-            messages = prepare_messages(record, system_prompt, instruction_suffix)
-            tokens = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-            self.longest = max(self.longest, len(tokens))
-            if len(tokens) > self.max_prompt_length:
-                self.dropped_overlong += 1
-                continue
-            self._records.append(record)
-            self._messages.append(messages)
-            self._tokens.append(tuple(tokens))
+        self._tokenizer = tokenizer
+        messages = [prepare_messages(record, system_prompt, instruction_suffix) for record in records]
+        mine = share(len(records)) if share is not None else range(len(records))
+        tokens = {i: self._template(messages[i]) for i in mine}
+        lengths = np.asarray([len(tokens[i]) for i in mine], np.int64)
+        if gather is not None:
+            lengths = gather(lengths, len(records))
+        keep = lengths <= self.max_prompt_length
+        self.longest = int(lengths.max())
+        self.dropped_overlong = int((~keep).sum())
+        kept = np.flatnonzero(keep)
+        self._records: list[PromptRecord] = [records[i] for i in kept]
+        self._messages: list[list[dict[str, str]]] = [messages[i] for i in kept]
+        self._tokens: dict[int, tuple[int, ...]] = {new: tokens[old] for new, old in enumerate(kept) if old in tokens}
         if not self._records:
             raise DataError(
                 f"all {len(records)} prompts are longer than max_prompt_length={self.max_prompt_length} tokens "
                 f"(the longest has {self.longest})"
             )
+
+    def _template(self, messages: list[dict[str, str]]) -> tuple[int, ...]:
+        return tuple(self._tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
     def __len__(self) -> int:
         """The number of kept records."""
@@ -244,6 +252,8 @@ class PromptDataset:
 
     def tokens(self, i: int) -> list[int]:
         """The prompt token ids of kept record `i` (chat template and generation prompt applied)."""
+        if i not in self._tokens:
+            self._tokens[i] = self._template(self._messages[i])
         return list(self._tokens[i])
 
     def record(self, i: int) -> PromptRecord:

@@ -28,7 +28,7 @@ from primejax import algo
 from primejax.data import PromptDataset, PromptIterator, load_prompt_records
 from primejax.models import ModelConfig, load_hf_checkpoint
 from primejax.models.params import Params
-from primejax.parallel import Layout, make_mesh, param_shardings, put_global
+from primejax.parallel import Layout, gather_shares, make_mesh, param_shardings, process_share, put_global
 from primejax.tokenizer import Tokenizer
 from primejax.train import config as config_lib
 from primejax.train import setup
@@ -67,7 +67,9 @@ def _opt_state(optimizer, params: Params, shardings: ModelState):
 
 
 def _datasets(c: ml_collections.ConfigDict, tokenizer: Tokenizer):
-    options = {"system_prompt": c.data.system_prompt or None, "instruction_suffix": c.data.instruction_suffix}
+    # Each process applies the chat template to its share of the prompts to find their lengths.
+    options = {"system_prompt": c.data.system_prompt or None, "instruction_suffix": c.data.instruction_suffix,
+               "share": process_share, "gather": gather_shares}
     train = PromptDataset(load_prompt_records(c.data.train_files.split(",")), tokenizer, c.data.max_prompt_length,
                           **options)
     evaluation = None
