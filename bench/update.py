@@ -24,8 +24,8 @@ What it measures, per dtype:
     the per-round ratio PyTorch time / primejax time, and the same per phase.
   * Agreement: the first update's log-probs of both sides (max abs difference) and both sides'
     losses of the first PRM and policy steps are printed, so that the two do the same work.
-  * FLOPs, counted analytically for the work both sides do (the primejax head's recomputation in
-    the backward pass is not counted):
+  * FLOPs, counted analytically for the work both sides do (`primejax.models.flops.forward_flops`;
+    the primejax head's recomputation in the backward pass is not counted):
         forward = 2 * B * (P + R) * layers * kernel params per layer      (q, k, v, o, gate, up, down)
                 + 2 * B * R * vocab * hidden                              (output head on the response)
                 + 4 * B * (P + R)^2 * heads * head_dim * layers           (scores and weighted values)
@@ -63,6 +63,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from primejax.models import ModelConfig, init_params, positions_from_segment_ids, save_hf_checkpoint
+from primejax.models.flops import forward_flops
 from primejax.train.config import base_config
 from primejax.train.logprobs import Sequences
 from primejax.train.optim import make_optimizer
@@ -96,18 +97,6 @@ def matmul_peaks(dtype):
     t = torch.randn(n, n, dtype=TORCH_DTYPES[dtype])
     return (2 * n**3 / median_time(lambda: dot(a, a).block_until_ready()),
             2 * n**3 / median_time(lambda: torch.mm(t, t)))
-
-
-def forward_flops(config, batch, prompt_len, response_len):
-    """Matmul FLOPs of one forward pass over the batch with the output head on the response only."""
-    h, f = config.hidden_size, config.intermediate_size
-    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    per_layer = h * (q + 2 * kv) + q * h + 3 * h * f
-    seq = prompt_len + response_len
-    layers = 2 * batch * seq * config.num_layers * per_layer
-    head = 2 * batch * response_len * config.vocab_size * h
-    attention = 4 * batch * seq**2 * q * config.num_layers
-    return layers + head + attention
 
 
 def make_batch(config, args):

@@ -2,8 +2,11 @@
 
 import os
 
-import jax
-import pytest
+# The tests run on the CPU; with libtpu installed (for the planner's tests) JAX would otherwise probe for a TPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 from tests import hf_models
 

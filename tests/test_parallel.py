@@ -88,7 +88,7 @@ def test_mesh_and_memory_keys_are_checked(overrides, key):
 
 def test_batches_must_split_over_the_batch_shards():
     c = base_config()
-    c.rollout.batch_size, c.actor.micro_batch_size, c.prm.micro_batch_size, c.eval.batch_size = 16, 8, 8, 64
+    c.rollout.batch_size, c.actor.micro_batch_size, c.prm.micro_batch_size, c.eval.batch_size = 16, 8, 8, 100
     validate_for_mesh(c, 8)
     c.actor.micro_batch_size = 4
     with pytest.raises(ConfigError, match=r"config\.actor\.micro_batch_size=4: makes batches of 4 rows, which the "

@@ -168,13 +168,13 @@ def test_same_key_same_output_and_contiguous_groups(model):
 
 def test_prompt_and_response_lengths_share_compiled_programs(model):
     config, params = model
-    compiled = sampler._generate._cache_size()
+    compiled = sampler.generation_program._cache_size()
     for length, new in ((17, 9), (25, 12), (32, 16)):  # all bucket to prompt 32, response 16
         tokens, mask = _prompts(config, length=length)
         rollout = generate(params, tokens, mask, jax.random.key(0), config=config,
                            sampling=SamplingParams(max_new_tokens=new))
         assert rollout.response_tokens.shape == (4, new)
-    assert sampler._generate._cache_size() - compiled <= 1
+    assert sampler.generation_program._cache_size() - compiled <= 1
 
 
 @pytest.mark.parametrize("make, message", [

@@ -74,6 +74,9 @@ def test_score_gives_every_model_in_one_call(params, batch):
     np.testing.assert_allclose(out["policy_log_probs"], _full_log_probs(params, batch)[0], atol=1e-5)
     np.testing.assert_allclose(out["reference_log_probs"], _full_log_probs(other, batch)[0], atol=1e-5)
     np.testing.assert_array_equal(out["policy_log_probs"], out["prm_log_probs"])
+    rows = jax.jit(partial(score, configs=configs, chunk=4, micro_batch=2))(
+        {"policy": params, "reference": other, "prm": params}, batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), rows, out)
 
 
 def _prm_run(params, batch, micro, mini=4):

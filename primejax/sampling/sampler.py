@@ -88,10 +88,11 @@ def _replicate(x: jax.Array, n: int) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("config", "sampling", "layout"))
-def _generate(params: Params, prompt_tokens, prompt_mask, key, limit, *, config: ModelConfig,
-              sampling: SamplingParams, layout: Layout | None) -> Rollout:
-    """The jitted program; `sampling.max_new_tokens` is the response buffer, `limit` <= it the
-    traced number of tokens to generate; activations and the cache follow `layout`'s rules."""
+def generation_program(params: Params, prompt_tokens, prompt_mask, key, limit, *, config: ModelConfig,
+                       sampling: SamplingParams, layout: Layout | None) -> Rollout:
+    """The jitted program `generate` runs (lower it to plan a run ahead of time): prompts of a bucket
+    length; `sampling.max_new_tokens` is the response buffer, `limit` <= it the traced number of
+    tokens to generate; activations and the cache follow `layout`'s rules."""
     with active(layout):
         return _sample(params, prompt_tokens, prompt_mask, key, limit, config=config, sampling=sampling)
 
@@ -195,7 +196,7 @@ def generate(
         prompt_tokens = jnp.pad(prompt_tokens, ((0, 0), (grow, 0)), constant_values=sampling.pad_id)
         prompt_mask = jnp.pad(prompt_mask, ((0, 0), (grow, 0)))
     limit = sampling.max_new_tokens
-    rollout = _generate(params, prompt_tokens, prompt_mask, key, jnp.int32(limit), config=config,
+    rollout = generation_program(params, prompt_tokens, prompt_mask, key, jnp.int32(limit), config=config,
                         sampling=sampling.replace(max_new_tokens=bucket(limit)), layout=layout)
     if bucket(limit) == limit:
         return rollout

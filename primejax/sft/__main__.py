@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from primejax.models import load_hf_checkpoint
+from primejax.parallel import Layout, initialize_distributed, make_mesh, param_shardings
 from primejax.sft.run import load_sft_examples, run_sft
 from primejax.tokenizer import Tokenizer
 from primejax.train.config import DEMO_CONFIG, ConfigError, validate
@@ -29,6 +30,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     validate(config)
+    initialize_distributed(config.mesh.distributed)
     workdir = os.path.abspath(_WORKDIR.value)
     if config.demo.enabled:
         path = prepare_demo(config, workdir).model.path
@@ -38,11 +40,13 @@ def main(argv):
         if not os.path.isdir(config.model.path):
             raise FileNotFoundError(f"model checkpoint directory not found: {config.model.path}")
         examples = load_sft_examples(config.sft.train_files)
+        layout = Layout(make_mesh(config.mesh)).with_params(config.model.sharding)
         model_config, params = load_hf_checkpoint(config.model.path, dtype=config.model.dtype,
-                                                  compute_dtype=config.model.compute_dtype)
+                                                  shardings=lambda c: param_shardings(c, layout),
+                                                  compute_dtype=config.model.compute_dtype, remat=config.model.remat)
         tokenizer = Tokenizer.from_dir(config.model.tokenizer_path or config.model.path)
         path = run_sft(config, params, model_config, tokenizer, examples,
-                       config.sft.output_dir or os.path.join(workdir, "sft"))
+                       config.sft.output_dir or os.path.join(workdir, "sft"), layout)
     print(f"SFT model: {path}")
 
 

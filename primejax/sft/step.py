@@ -17,6 +17,7 @@ import optax
 
 from primejax.models import ModelConfig
 from primejax.models.params import Params
+from primejax.parallel.rules import constrain_rows, replicate
 from primejax.sampling import bucket, pad_prompts
 from primejax.tokenizer import Tokenizer
 from primejax.train.logprobs import Sequences, chunked_log_probs
@@ -60,14 +61,16 @@ def sft_loss(params: Params, sequences: Sequences, *, config: ModelConfig, chunk
 
 def sft_step(state: ModelState, sequences: Sequences, *, config: ModelConfig, optimizer: optax.GradientTransformation,
              micro_batch: int, chunk: int) -> tuple[ModelState, dict[str, jax.Array]]:
-    """One AdamW step on the batch's token-mean loss, gradients accumulated over micro-batches."""
+    """One AdamW step on the batch's token-mean loss, gradients accumulated over micro-batches (on a
+    mesh, each micro-batch's rows laid over the batch axes, as in the PRIME updates)."""
     num_tokens = jnp.maximum(jnp.sum(sequences.response_mask, dtype=jnp.float32), 1.0)
-    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // micro_batch, micro_batch, *x.shape[1:]), sequences)
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // micro_batch, micro_batch, *x.shape[1:]),
+                         replicate(sequences))
     grad_fn = jax.value_and_grad(partial(sft_loss, config=config, chunk=chunk, num_tokens=num_tokens))
 
     def accumulate(carry, batch):
         loss, grads = carry
-        value, g = grad_fn(state.params, batch)
+        value, g = grad_fn(state.params, constrain_rows(batch))
         return (loss + value, jax.tree.map(jnp.add, grads, g)), None
 
     zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))

@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.steps = 592  # RL iterations; the paper's final model is step 592
     c.logprob_chunk = 512  # response positions whose logits exist at once
+    c.score_micro_batch_size = 0  # rows scored at once by the old policy, reference and PRM (0: all)
 
     # The device mesh (primejax.parallel): axis sizes, one of them -1 for "the rest of the devices";
     # `distributed` starts jax.distributed ("auto": when the environment names several processes).
@@ -104,13 +105,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = _section(
         train_files="", eval_files="", max_prompt_length=1024, shuffle=True, system_prompt="",
         instruction_suffix="")
-    c.verifier = _section(workers=0, math_timeout_seconds=1.0, code_max_tests=10,
-                                                code_isolation="auto")
+    c.verifier = _section(workers=0, math_timeout_seconds=1.0, code_max_tests=10, code_isolation="auto")
     # Held-out evaluation: pass@1 with greedy decoding, and avg@k sampled (k = 0: off).
-    c.eval = _section(every=16, at_start=True, max_prompts=0, max_response_length=0,
-                                            avg_k=0, temperature=0.3, top_p=0.95, batch_size=64)
-    c.checkpoint = _section(every=16, keep=3, best_metric="eval/pass@1", keep_best=1,
-                                                  export_hf=True)
+    c.eval = _section(every=16, at_start=True, max_prompts=0, max_response_length=0, avg_k=0, temperature=0.3,
+                      top_p=0.95, batch_size=64)
+    # directory: "" is WORKDIR/checkpoints; on several hosts name one they all reach (gs://BUCKET/RUN).
+    c.checkpoint = _section(every=16, keep=3, best_metric="eval/pass@1", keep_best=1, export_hf=True, directory="")
     c.log = _section(tensorboard=True, progress=True)
     # The supervised warm start (`python -m primejax.sft`): JSONL rows {"prompt", "response"}.
     c.sft = _optimizer(lr=1e-5, weight_decay=0.0, grad_clip=1.0, mini_batch_size=32, micro_batch_size=8)
@@ -193,6 +193,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if c[section].mini_batch_size % c[section].micro_batch_size:
             _fail(f"{section}.micro_batch_size", c[section].micro_batch_size,
                   f"must divide {section}.mini_batch_size={c[section].mini_batch_size}")
+    rows = c.rollout.batch_size * c.rollout.n
+    if c.score_micro_batch_size < 0 or (c.score_micro_batch_size and rows % c.score_micro_batch_size):
+        _fail("score_micro_batch_size", c.score_micro_batch_size,
+              f"must be 0 (the whole batch) or divide the batch of {rows} responses")
     _choice(c.model.dtype, "model.dtype", DTYPES)
     _choice(c.model.compute_dtype, "model.compute_dtype", DTYPES)
     _choice(c.model.remat, "model.remat", REMAT_POLICIES)
@@ -249,17 +253,24 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def validate_for_mesh(c: ml_collections.ConfigDict, batch_shards: int) -> None:
     """Raises ConfigError unless every batch the run lays over the mesh's batch axes (data × fsdp =
-    `batch_shards` ways) splits evenly: the prompts of a generation round, the micro-batches of both
-    updates (and so the mini-batches and the rollout batch) and the evaluation batch."""
+    `batch_shards` ways) splits evenly: the prompts of a generation round and the micro-batches of
+    both updates (and so the mini-batches and the rollout batch). Evaluation pads its batches."""
     round_prompts = math.ceil(c.rollout.batch_size * c.rollout.oversample_factor)
     checks = [("rollout.batch_size", c.rollout.batch_size, round_prompts),
+              ("score_micro_batch_size", c.score_micro_batch_size, c.score_micro_batch_size),
               ("actor.micro_batch_size", c.actor.micro_batch_size, c.actor.micro_batch_size),
-              ("prm.micro_batch_size", c.prm.micro_batch_size, c.prm.micro_batch_size),
-              ("eval.batch_size", c.eval.batch_size, c.eval.batch_size)]
+              ("prm.micro_batch_size", c.prm.micro_batch_size, c.prm.micro_batch_size)]
     for key, value, count in checks:
         if count % batch_shards:
             _fail(key, value, f"makes batches of {count} rows, which the mesh's {batch_shards} batch shards "
                   "(mesh.data × mesh.fsdp) do not divide")
+
+
+def validate_sft_for_mesh(c: ml_collections.ConfigDict, batch_shards: int) -> None:
+    """Raises ConfigError unless the warm start's micro-batches split over the mesh's batch shards."""
+    if c.sft.micro_batch_size % batch_shards:
+        _fail("sft.micro_batch_size", c.sft.micro_batch_size, f"makes batches the mesh's {batch_shards} batch shards "
+              "(mesh.data × mesh.fsdp) do not divide")
 
 
 def _check_keys(c, base, prefix: str) -> None:

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 
 from primejax.data import arithmetic
 from primejax.models import ModelConfig, init_params
+from primejax.parallel import Layout, make_mesh
 from primejax.sampling import bucket
 from primejax.sft import run_sft
 from primejax.tokenizer import build_demo_tokenizer
@@ -64,7 +65,9 @@ def _make_demo(config: ml_collections.ConfigDict, workdir: str) -> None:
             eos_token_ids=tokenizer.eos_ids, pad_token_id=tokenizer.pad_id)
         params = init_params(model_config, jax.random.key(config.seed))
         examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=config.seed)
-        run_sft(config, params, model_config, tokenizer, examples, sft_dir)
+        # Process 0 alone makes the demo's model, data-parallel over its own devices.
+        local = Layout(make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices()))
+        run_sft(config, params, model_config, tokenizer, examples, sft_dir, local)
 
 
 def _pointed_at_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:

@@ -40,9 +40,9 @@ class Evaluator:
         self.model_config = model_config
         self.pool = pool
         self.indices = list(range(len(dataset) if not e.max_prompts else min(e.max_prompts, len(dataset))))
-        # Fixed-size batches that the mesh's batch axes divide (a small set is padded up to them).
+        # Fixed-size batches, rounded up to a multiple of the mesh's batch shards (padded with repeats).
         shards = layout.batch_shards if layout is not None else 1
-        self.batch_size = min(e.batch_size, -(-len(self.indices) // shards) * shards)
+        self.batch_size = -(-min(e.batch_size, len(self.indices)) // shards) * shards
         self.prompt_length = bucket(config.data.max_prompt_length)
         length = e.max_response_length or config.rollout.max_response_length
         common = {"max_new_tokens": length, "eos_ids": tokenizer.eos_ids, "pad_id": tokenizer.pad_id}

@@ -136,7 +136,8 @@ class Trainer:
             "rng": put_global(jax.random.key_data(jax.random.key(c.seed)), self.layout.replicated()),
         }
         self.primary = jax.process_index() == 0
-        self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), keep=c.checkpoint.keep,
+        self.checkpointer = Checkpointer(c.checkpoint.directory or os.path.join(self.workdir, "checkpoints"),
+                                         keep=c.checkpoint.keep,
                                          best_metric=c.checkpoint.best_metric or None,
                                          keep_best=c.checkpoint.keep_best)
         self.pool = self.collector = self.evaluator = None

@@ -106,19 +106,30 @@ def _apply(optimizer: optax.GradientTransformation, state: ModelState, grads: Pa
 
 
 def score(models: dict[str, Params], sequences: Sequences, *, configs: dict[str, ModelConfig], chunk: int,
-          entropy_of: str = "policy") -> dict[str, jax.Array]:
+          micro_batch: int = 0, entropy_of: str = "policy") -> dict[str, jax.Array]:
     """Log-probs [B, R] of every model in `models` ("policy", "reference", "prm"), one program.
 
-    Returns `{name}_log_probs` for each, and `entropy` of `entropy_of` when it is among them.
+    Returns `{name}_log_probs` for each, and `entropy` of `entropy_of` when it is among them. With
+    `micro_batch` (rows, dividing B), the rows are scored that many at a time in a loop, so only a
+    micro-batch's activations exist; 0 scores the whole batch at once.
     """
-    out = {}
-    for name, params in models.items():
-        log_probs, entropy = chunked_log_probs(params, sequences, config=configs[name], chunk=chunk,
-                                               with_entropy=name == entropy_of)
-        out[f"{name}_log_probs"] = log_probs
-        if entropy is not None:
-            out["entropy"] = entropy
-    return out
+
+    def score_rows(rows: Sequences) -> dict[str, jax.Array]:
+        out = {}
+        for name, params in models.items():
+            log_probs, entropy = chunked_log_probs(params, rows, config=configs[name], chunk=chunk,
+                                                   with_entropy=name == entropy_of)
+            out[f"{name}_log_probs"] = log_probs
+            if entropy is not None:
+                out["entropy"] = entropy
+        return out
+
+    rows = sequences.response_mask.shape[0]
+    if not micro_batch or micro_batch >= rows:
+        return score_rows(sequences)
+    out = jax.lax.map(lambda micro: score_rows(constrain_rows(micro)), _micro_batches(replicate(sequences),
+                                                                                       micro_batch))
+    return constrain_rows(jax.tree.map(lambda x: x.reshape(rows, *x.shape[2:]), out))
 
 
 def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, acc: jax.Array,
@@ -289,7 +300,7 @@ class Steps:
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
                policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
                prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
-               chunk: int, placement: Placement = Placement()) -> Steps:
+               chunk: int, score_micro_batch: int = 0, placement: Placement = Placement()) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
     updates are donated. With a layout, outputs get the shardings of `Placement` and activations are
     constrained by its rules; without one, inputs keep the shardings the caller gave them."""
@@ -302,7 +313,8 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
         return jax.jit(traced_under(fn, placement.layout), out_shardings=out_shardings, **kwargs)
 
     return Steps(
-        score=jit(partial(score, configs=configs, chunk=chunk), rows, static_argnames=("entropy_of",)),
+        score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
+                  static_argnames=("entropy_of",)),
         prm_update=jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
                                chunk=chunk), (placement.prm, rows, replicated), donate_argnums=0),
         advantages=jit(partial(advantages, options=advantage_options), (rows, replicated)),

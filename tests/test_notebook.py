@@ -1,0 +1,20 @@
+"""The Colab notebook runs headless from top to bottom (a short run: few SFT and RL steps)."""
+
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRIMEJAX_NOTEBOOK_STEPS", "2")
+    monkeypatch.setenv("PRIMEJAX_NOTEBOOK_SFT_STEPS", "20")
+    monkeypatch.setenv("PRIMEJAX_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+    notebook = nbformat.read(os.path.join(ROOT, "notebooks", "primejax_demo.ipynb"), as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "held-out pass@1:" in outputs and "-> " in outputs
+    assert any("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
+    assert (tmp_path / "run" / "export" / "model.safetensors").exists()
