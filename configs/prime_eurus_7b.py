@@ -11,6 +11,17 @@ Point it at local copies (nothing is downloaded):
 
 Eurus-2-RL-Data's prompts already carry the action-centric system prompt and the answer-format
 suffix, so none is added here.
+
+Mesh and memory: chosen with the ahead-of-time planner for a v5p-32 (16 chips, 95 GiB each; see
+bench/RESULTS.md), where the plan is 57.5 GiB per chip:
+
+    python -m primejax.tools.aot --config=configs/prime_eurus_7b.py --architecture=qwen2.5-math-7b \
+        --topology=v5p-32
+
+All params and optimizer states are sharded over every chip (FSDP), each layer is recomputed in the
+backward pass (without it the updates need 131 GiB of temporaries per chip), and generation reads a
+bfloat16 copy of the policy whole on every chip, so decoding never gathers shards. On another slice
+rerun the planner; micro-batches must be multiples of the chips on the fsdp (and data) axes.
 """
 
 from primejax.train.config import base_config
@@ -27,10 +38,8 @@ def get_config():
     c.rollout.max_response_length = 3072
     c.actor.lr = 5e-7
     c.actor.mini_batch_size = 256
-    c.actor.micro_batch_size = 8
     c.prm.lr = 1e-6
     c.prm.mini_batch_size = 256
-    c.prm.micro_batch_size = 8
     c.prm.beta = 0.05
     c.prm.schedule = "after"
     c.filter.accuracy_lower = 0.2
@@ -40,4 +49,11 @@ def get_config():
     c.eval.max_response_length = 4096  # the paper's evaluation scripts decode up to 4096 tokens
     c.checkpoint.every = 16
     c.logprob_chunk = 256
+    c.mesh.update({"data": 1, "fsdp": -1, "tensor": 1})
+    c.model.remat = "full"
+    c.actor.micro_batch_size = 16  # one response per chip and accumulated step on 16 chips
+    c.prm.micro_batch_size = 16
+    c.score_micro_batch_size = 64
+    c.rollout.dtype = "bfloat16"
+    c.rollout.sharding = "tp"  # tensor-parallel only: with mesh.tensor = 1, whole on every chip
     return c

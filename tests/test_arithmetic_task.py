@@ -55,6 +55,21 @@ def test_the_documented_example_format():
     assert len(STEP.findall(problem.solution)) == 3
 
 
+def test_chains_are_worked_left_to_right_with_the_asked_operators():
+    problems = make_problems(200, seed=2, split="train", min_ops=4, max_ops=5, max_operand=9, max_value=20,
+                             operators="+-", chain=True)
+    for problem in problems:
+        assert "(" not in problem.expression and "*" not in problem.expression
+        assert evaluate(problem.expression) == problem.answer
+        numbers = problem.expression.split(" ")[::2]
+        steps = STEP.findall(problem.solution)
+        assert [a for a, _, _, _ in steps[:1]] == numbers[:1] and [b for _, _, b, _ in steps] == numbers[1:]
+        assert all(steps[i][3] == steps[i + 1][0] for i in range(len(steps) - 1))  # each step uses the last result
+    assert {len(STEP.findall(p.solution)) for p in problems} == {4, 5}
+    with pytest.raises(ValueError, match=r"Difficulty.operators='\+/' must be distinct operators"):
+        Difficulty(operators="+/")
+
+
 def test_problems_are_deterministic_in_the_rng_and_the_seed():
     assert make_problem(random.Random(7), num_ops=3, max_operand=20) == make_problem(
         random.Random(7), num_ops=3, max_operand=20

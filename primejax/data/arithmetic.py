@@ -8,7 +8,9 @@ precedence and the parentheses it needs:
 
 The solution writes one step per operation in evaluation order (left operand first, innermost
 first). Every intermediate value and the answer lie in [0, max_value), so no number is negative
-and none grows long. Rows follow the Eurus-2-RL-Data schema (see `primejax.data.prompts`) with
+and none grows long. Problems may use a subset of the operators, and may be chains, where each
+operation applies to the result so far (`Compute 7 + 5 - 3 + 8.`: worked left to right, with no
+parentheses when the operators are + and -). Rows follow the Eurus-2-RL-Data schema (see `primejax.data.prompts`) with
 ability "math", so the math verifier scores responses against `str(answer)`.
 
 For the supervised warm start, `sft_examples` can cut a share of the solutions to the final answer
@@ -31,7 +33,7 @@ from typing import Any
 DATA_SOURCE = "primejax/arithmetic"
 SPLITS = ("train", "eval")
 EVAL_FRACTION = 0.1
-OPERATORS = ("+", "-", "*")
+OPERATORS = "+-*"
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
 MAX_ATTEMPTS_PER_PROBLEM = 10_000
 
@@ -44,12 +46,17 @@ class Difficulty:
       min_ops, max_ops: each problem has a number of operations drawn uniformly from this range.
       max_operand: operands are drawn uniformly from [0, max_operand].
       max_value: every intermediate value and the answer lie in [0, max_value).
+      operators: the operators drawn from, a subset of "+-*".
+      chain: every operation's left operand is the result so far (a left-deep tree), instead of
+        random trees.
     """
 
     min_ops: int = 2
     max_ops: int = 4
     max_operand: int = 20
     max_value: int = 1000
+    operators: str = OPERATORS
+    chain: bool = False
 
     def __post_init__(self):
         for name in ("min_ops", "max_ops", "max_operand", "max_value"):
@@ -60,6 +67,11 @@ class Difficulty:
             raise ValueError(f"Difficulty.min_ops={self.min_ops} exceeds max_ops={self.max_ops}")
         if self.max_operand >= self.max_value:
             raise ValueError(f"Difficulty.max_operand={self.max_operand} must be below max_value={self.max_value}")
+        if not self.operators or not set(self.operators) <= set(OPERATORS) or len(set(self.operators)) != len(
+                self.operators):
+            raise ValueError(f"Difficulty.operators={self.operators!r} must be distinct operators among {OPERATORS!r}")
+        if not isinstance(self.chain, bool):
+            raise ValueError(f"Difficulty.chain must be a bool, got {self.chain!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +103,19 @@ class _Operation:
 _Node = int | _Operation
 
 
-def make_problem(rng: random.Random, *, num_ops: int, max_operand: int, max_value: int = 1000) -> Problem:
-    """A random problem with `num_ops` operations, operands in [0, max_operand] and values in [0, max_value).
+def make_problem(rng: random.Random, *, num_ops: int, max_operand: int, max_value: int = 1000,
+                 operators: str = OPERATORS, chain: bool = False) -> Problem:
+    """A random problem with `num_ops` operations, operands in [0, max_operand] and values in [0, max_value),
+    operators from `operators`, as a chain or a random tree (see Difficulty).
 
     Draws expressions from `rng` until one keeps every value in range, so the result is a function of
     the rng's state alone. Returns the Problem; ValueError for arguments Difficulty rejects, or if no
     expression fits within MAX_ATTEMPTS_PER_PROBLEM draws.
     """
-    Difficulty(min_ops=num_ops, max_ops=num_ops, max_operand=max_operand, max_value=max_value)  # checks them
+    Difficulty(min_ops=num_ops, max_ops=num_ops, max_operand=max_operand, max_value=max_value, operators=operators,
+               chain=chain)  # checks them
     for _ in range(MAX_ATTEMPTS_PER_PROBLEM):
-        tree = _random_tree(rng, num_ops, max_operand)
+        tree = (_random_chain if chain else _random_tree)(rng, num_ops, max_operand, operators)
         steps: list[str] = []
         answer = _evaluate(tree, steps, max_value)
         if answer is not None:
@@ -111,16 +126,24 @@ def make_problem(rng: random.Random, *, num_ops: int, max_operand: int, max_valu
                      f"below {max_value} in {MAX_ATTEMPTS_PER_PROBLEM} draws")
 
 
-def _random_tree(rng: random.Random, num_ops: int, max_operand: int) -> _Node:
+def _random_tree(rng: random.Random, num_ops: int, max_operand: int, operators: str) -> _Node:
     """A random expression tree with `num_ops` operations: the split of operations between the subtrees,
     the operator and the operands are all uniform."""
     if num_ops == 0:
         return rng.randint(0, max_operand)
     left_ops = rng.randint(0, num_ops - 1)
-    operator = rng.choice(OPERATORS)
-    left = _random_tree(rng, left_ops, max_operand)
-    right = _random_tree(rng, num_ops - 1 - left_ops, max_operand)
+    operator = rng.choice(operators)
+    left = _random_tree(rng, left_ops, max_operand, operators)
+    right = _random_tree(rng, num_ops - 1 - left_ops, max_operand, operators)
     return _Operation(operator, left, right)
+
+
+def _random_chain(rng: random.Random, num_ops: int, max_operand: int, operators: str) -> _Node:
+    """A left-deep tree: a uniform first operand, then `num_ops` times a uniform operator and operand."""
+    node: _Node = rng.randint(0, max_operand)
+    for _ in range(num_ops):
+        node = _Operation(rng.choice(operators), node, rng.randint(0, max_operand))
+    return node
 
 
 def _evaluate(node: _Node, steps: list[str], max_value: int) -> int | None:
@@ -184,7 +207,8 @@ def make_problems(count: int, *, seed: int, split: str, eval_fraction: float = E
         if len(problems) == count:
             return problems
         num_ops = rng.randint(level.min_ops, level.max_ops)
-        problem = make_problem(rng, num_ops=num_ops, max_operand=level.max_operand, max_value=level.max_value)
+        problem = make_problem(rng, num_ops=num_ops, max_operand=level.max_operand, max_value=level.max_value,
+                               operators=level.operators, chain=level.chain)
         if problem.expression in seen or split_of(problem.expression, eval_fraction) != split:
             continue
         seen.add(problem.expression)

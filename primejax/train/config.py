@@ -8,6 +8,7 @@ run could not do, before a model is loaded or a program compiled.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import os
@@ -48,6 +49,16 @@ def _optimizer(lr: float, weight_decay: float, grad_clip: float, mini_batch_size
     return _section(
         lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, b1=0.9, b2=0.999, eps=1e-8,
         lr_schedule="constant", warmup_steps=0, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size)
+
+
+def load_config(path: str, argument: str | None = None) -> ml_collections.ConfigDict:
+    """The config of a `get_config()` file (called with `argument` when given), as `--config=PATH[:ARG]`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"primejax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if argument is None else module.get_config(argument)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -116,9 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.sft = _optimizer(lr=1e-5, weight_decay=0.0, grad_clip=1.0, mini_batch_size=32, micro_batch_size=8)
     c.sft.update({"train_files": "", "output_dir": "", "steps": 1000, "max_response_length": 0,
                   "lr_schedule": "cosine"})
-    # The built-in demo task (primejax.train.demo); `enabled` replaces model and data by it.
+    # The built-in demo task (primejax.train.demo); `enabled` replaces model and data by it. `seed`
+    # makes the data and the SFT model (-1: the run's seed).
     c.demo = _section(
-        enabled=False, min_ops=2, max_ops=4, max_operand=20, max_value=1000, train_size=4000, eval_size=200,
+        enabled=False, seed=-1, min_ops=2, max_ops=4, max_operand=20, max_value=1000, operators="+-*", chain=False,
+        train_size=4000, eval_size=200,
         sft_size=2000, answer_only_fraction=0.0, vocab_size=320, hidden_size=128, intermediate_size=384, num_layers=4,
         num_heads=4, num_kv_heads=2)
     return c

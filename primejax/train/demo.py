@@ -27,8 +27,9 @@ from primejax.sft import run_sft
 from primejax.tokenizer import build_demo_tokenizer
 
 
-def _difficulty(d: ml_collections.ConfigDict) -> dict[str, int]:
-    return {"min_ops": d.min_ops, "max_ops": d.max_ops, "max_operand": d.max_operand, "max_value": d.max_value}
+def _difficulty(d: ml_collections.ConfigDict) -> dict[str, int | str | bool]:
+    return {"min_ops": d.min_ops, "max_ops": d.max_ops, "max_operand": d.max_operand, "max_value": d.max_value,
+            "operators": d.operators, "chain": d.chain}
 
 
 def prepare_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -47,15 +48,16 @@ def _paths(workdir: str) -> tuple[str, str, str]:
 
 def _make_demo(config: ml_collections.ConfigDict, workdir: str) -> None:
     d = config.demo
+    seed = d.seed if d.seed >= 0 else config.seed
     train_path, eval_path, sft_dir = _paths(workdir)
-    train_rows = arithmetic.make_rows(d.train_size, seed=config.seed, split="train", **_difficulty(d))
+    train_rows = arithmetic.make_rows(d.train_size, seed=seed, split="train", **_difficulty(d))
     if not os.path.isfile(train_path):
         arithmetic.write_jsonl(train_rows, train_path)
     if not os.path.isfile(eval_path):
-        arithmetic.write_jsonl(arithmetic.make_rows(d.eval_size, seed=config.seed, split="eval", **_difficulty(d)),
+        arithmetic.write_jsonl(arithmetic.make_rows(d.eval_size, seed=seed, split="eval", **_difficulty(d)),
                                eval_path)
     if not os.path.isfile(os.path.join(sft_dir, "config.json")):
-        sft_rows = arithmetic.make_rows(d.sft_size, seed=config.seed + 1, split="train", **_difficulty(d))
+        sft_rows = arithmetic.make_rows(d.sft_size, seed=seed + 1, split="train", **_difficulty(d))
         tokenizer = build_demo_tokenizer(arithmetic.tokenizer_corpus(train_rows + sft_rows), vocab_size=d.vocab_size)
         model_config = ModelConfig(
             vocab_size=tokenizer.vocab_size, hidden_size=d.hidden_size, intermediate_size=d.intermediate_size,
@@ -63,11 +65,13 @@ def _make_demo(config: ml_collections.ConfigDict, workdir: str) -> None:
             head_dim=d.hidden_size // d.num_heads,
             max_position_embeddings=bucket(config.data.max_prompt_length) + config.rollout.max_response_length,
             eos_token_ids=tokenizer.eos_ids, pad_token_id=tokenizer.pad_id)
-        params = init_params(model_config, jax.random.key(config.seed))
-        examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=config.seed)
+        params = init_params(model_config, jax.random.key(seed))
+        examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=seed)
         # Process 0 alone makes the demo's model, data-parallel over its own devices.
         local = Layout(make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices()))
-        run_sft(config, params, model_config, tokenizer, examples, sft_dir, local)
+        sft_config = ml_collections.ConfigDict(config.to_dict())
+        sft_config.seed = seed
+        run_sft(sft_config, params, model_config, tokenizer, examples, sft_dir, local)
 
 
 def _pointed_at_demo(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
