@@ -22,7 +22,7 @@ def get_config():
     c.rollout.n = 4
     c.rollout.max_response_length = 64
     c.rollout.max_rounds = 8
-    c.actor.lr = 1e-4
+    c.actor.lr = 5e-5  # half the PRM's, as the paper's 5e-7 and 1e-6
     c.actor.mini_batch_size = 64
     c.actor.micro_batch_size = 64
     c.prm.lr = 1e-4

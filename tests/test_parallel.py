@@ -130,7 +130,8 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
     from primejax.models import ModelConfig, init_params, load_hf_checkpoint, save_hf_checkpoint
-    from primejax.parallel import Layout, make_mesh, param_shardings, init_opt_state, opt_state_shardings, put_global
+    from primejax.parallel import (Layout, make_mesh, param_shardings, init_opt_state, init_params_sharded,
+                                   opt_state_shardings, put_global)
     from primejax.train.checkpoint import Checkpointer
     from primejax.train.config import base_config
     from primejax.train.logprobs import Sequences
@@ -238,7 +239,10 @@ SCRIPT = textwrap.dedent("""
         leaf = restored["policy"].params["layers"]["mlp"]["up"]["kernel"]
         assert leaf.sharding.spec == P(None, "fsdp", "tensor") and leaf.sharding.mesh.shape["fsdp"] == 4
 
-        # A Hugging Face checkpoint loads straight into its shardings.
+        # Random init and a Hugging Face checkpoint land straight in their shardings.
+        initialised = init_params_sharded(CONFIG, jax.random.key(0), first)  # jitted: the same draws, to rounding
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-7), initialised, params)
+        assert initialised["layers"]["mlp"]["down"]["kernel"].sharding.spec == P(None, "tensor", "fsdp")
         save_hf_checkpoint(tmp + "/hf", params, CONFIG)
         _, loaded = load_hf_checkpoint(tmp + "/hf", shardings=lambda config: param_shardings(config, first))
         jax.tree.map(np.testing.assert_array_equal, loaded, params)

@@ -122,10 +122,6 @@ class Layout:
         """An array whose leading axis is a batch of rows, the rest unsharded."""
         return self.sharding(("batch",) + (None,) * (len(shape) - 1), shape)
 
-    def tree_rows(self, tree: Any) -> Any:
-        """`rows` for every leaf of a tree of arrays (or shape structs)."""
-        return jax.tree.map(lambda x: self.rows(x.shape), tree)
-
     def with_params(self, name: str) -> Layout:
         """This layout with the parameter rule set `name` of PARAM_RULES."""
         if name not in PARAM_RULES:

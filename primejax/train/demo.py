@@ -20,8 +20,8 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from primejax.data import arithmetic
-from primejax.models import ModelConfig, init_params
-from primejax.parallel import Layout, make_mesh
+from primejax.models import ModelConfig
+from primejax.parallel import Layout, init_params_sharded, make_mesh
 from primejax.sampling import bucket
 from primejax.sft import run_sft
 from primejax.tokenizer import build_demo_tokenizer
@@ -65,10 +65,10 @@ def _make_demo(config: ml_collections.ConfigDict, workdir: str) -> None:
             head_dim=d.hidden_size // d.num_heads,
             max_position_embeddings=bucket(config.data.max_prompt_length) + config.rollout.max_response_length,
             eos_token_ids=tokenizer.eos_ids, pad_token_id=tokenizer.pad_id)
-        params = init_params(model_config, jax.random.key(seed))
-        examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=seed)
         # Process 0 alone makes the demo's model, data-parallel over its own devices.
         local = Layout(make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices()))
+        params = init_params_sharded(model_config, jax.random.key(seed), local)
+        examples = arithmetic.sft_examples(sft_rows, answer_only_fraction=d.answer_only_fraction, seed=seed)
         sft_config = ml_collections.ConfigDict(config.to_dict())
         sft_config.seed = seed
         run_sft(sft_config, params, model_config, tokenizer, examples, sft_dir, local)

@@ -278,10 +278,11 @@ class Placement:
     prm: Any = None
 
     def rows(self):
-        """The sharding of [rows, ...] rollout arrays (None without a layout)."""
+        """The sharding of [rows, ...] rollout arrays, whose row counts the batch axes divide (the
+        config's checks see to it); None without a layout."""
         if self.layout is None:
             return None
-        return jax.sharding.NamedSharding(self.layout.mesh, self.layout.rows((self.layout.batch_shards,)).spec)
+        return self.layout.rows((self.layout.batch_shards,))
 
     def replicated(self):
         return None if self.layout is None else self.layout.replicated()
