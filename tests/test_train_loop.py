@@ -87,15 +87,17 @@ def test_run_writes_metrics_checkpoints_and_an_export(demo_dir, tmp_path):
 
 
 def test_prm_accuracy_and_outcome_reward_rise_over_a_few_iterations(tmp_path):
-    # Eight prompts seen every iteration (one operation on small numbers), a partial warm start, and
-    # fast learning rates: both the policy and the PRM should get better on them within a few steps.
-    config = _config(**{"steps": 8, "demo.min_ops": 1, "demo.max_ops": 1, "demo.max_operand": 9,
-                        "demo.max_value": 20, "demo.train_size": 8, "demo.sft_size": 150, "demo.hidden_size": 64,
-                        "demo.intermediate_size": 128, "sft.steps": 150, "sft.lr": 1e-2, "sft.mini_batch_size": 32,
-                        "sft.micro_batch_size": 32, "rollout.batch_size": 8, "rollout.max_rounds": 1,
-                        "filter.accuracy": False, "actor.lr": 3e-4, "actor.mini_batch_size": 32,
-                        "actor.micro_batch_size": 16, "prm.lr": 1e-3, "prm.mini_batch_size": 8,
-                        "prm.micro_batch_size": 8, "checkpoint.every": 8, "eval.every": 8})
+    # Eight prompts seen every iteration (one addition or subtraction of digits), a partial warm start,
+    # eight samples each and two PPO epochs at a fast learning rate: within ten iterations the policy
+    # solves more of them and the PRM ranks its responses better. Seeds 0-4 of this setup all pass.
+    config = _config(**{"seed": 3, "steps": 10, "demo.min_ops": 1, "demo.max_ops": 1, "demo.max_operand": 9,
+                        "demo.max_value": 20, "demo.operators": "+-", "demo.train_size": 8, "demo.sft_size": 100,
+                        "demo.hidden_size": 64, "demo.intermediate_size": 128, "sft.steps": 250, "sft.lr": 1e-2,
+                        "sft.mini_batch_size": 32, "sft.micro_batch_size": 32, "rollout.batch_size": 8,
+                        "rollout.n": 8, "rollout.max_rounds": 1, "filter.accuracy": False, "actor.lr": 3e-4,
+                        "actor.epochs": 2, "actor.mini_batch_size": 64, "actor.micro_batch_size": 32,
+                        "prm.lr": 1e-3, "prm.mini_batch_size": 16, "prm.micro_batch_size": 16,
+                        "checkpoint.every": 10, "eval.every": 10})
     Trainer(prepare_demo(config, str(tmp_path)), str(tmp_path)).run()
     lines = _lines(tmp_path / "metrics.jsonl")[1:]
 
