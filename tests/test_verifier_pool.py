@@ -1,11 +1,13 @@
 """The verifier pool and reward dispatch: order kept, every item bounded in time, one bad item costs only itself."""
 
+import concurrent.futures
 import json
 import time
 
 import pytest
 
 from primejax.sandbox import SandboxLimits
+from primejax.train.rollouts import PendingScores
 from primejax.verifiers import (
     REWARD_FUNCTIONS,
     Sample,
@@ -141,3 +143,22 @@ def test_a_closed_pool_refuses_work():
 
 def test_module_registers_its_rewards():
     assert verifier_rewards.sleepy is REWARD_FUNCTIONS.get("test_sleepy")
+
+
+def _scores(verdicts):
+    future = concurrent.futures.Future()
+    future.set_result(verdicts)
+    return PendingScores(future, len(verdicts)).result()
+
+
+def test_a_round_where_every_verification_fails_stops_training():
+    with pytest.raises(RuntimeError, match=r"every one of the 3 verifications.*worker died \(exit code 1\)"):
+        _scores([Verdict.failed("worker died (exit code 1)")] * 3)
+
+
+def test_timeouts_and_some_failures_score_zero_and_count_as_errors():
+    scores, errors = _scores([Verdict(1.0), Verdict.failed("timeout"), Verdict.failed("worker died (signal 9)")])
+    assert scores.tolist() == [1.0, 0.0, 0.0]
+    assert errors.tolist() == [False, True, True]
+    scores, errors = _scores([Verdict.failed("timeout")] * 2)
+    assert scores.tolist() == [0.0, 0.0] and errors.all()

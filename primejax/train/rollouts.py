@@ -223,16 +223,33 @@ def dispatch(params: Params, prompts: list[list[int]], key: jax.Array, tokenizer
 
 class PendingScores:
     """This process's verification of its share of a round's rows; `result()` gathers every process's
-    scores into (scores [rows] float32, errors [rows] bool), the same on every process."""
+    scores into (scores [rows] float32, errors [rows] bool), the same on every process.
+
+    A round in which every verification failed for a reason other than its time limit means the
+    verifiers cannot run at all (a worker that cannot import them, a sandbox that cannot start):
+    `result()` raises then, on every process, rather than train on rewards that are all 0."""
+
+    _OK, _TIMEOUT, _FAILED = 0.0, 1.0, 2.0
 
     def __init__(self, future, rows: int):
         self.future, self.rows = future, rows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         verdicts = self.future.result()
-        local = np.asarray([(v.score, v.error is not None) for v in verdicts], np.float32).reshape(-1, 2)
+        local = np.asarray([(v.score, self._status(v)) for v in verdicts], np.float32).reshape(-1, 2)
         gathered = gather_shares(local, self.rows)
-        return gathered[:, 0], gathered[:, 1].astype(bool)
+        if self.rows and np.all(gathered[:, 1] == self._FAILED):
+            reasons = sorted({v.error for v in verdicts})
+            raise RuntimeError(f"every one of the {self.rows} verifications of a rollout round failed, so the "
+                               f"verifiers cannot run here; this process's reasons: {reasons[:3]} (check that "
+                               "`python -c 'import primejax.verifiers'` works from a fresh shell)")
+        return gathered[:, 0], gathered[:, 1] != self._OK
+
+    @classmethod
+    def _status(cls, verdict) -> float:
+        if verdict.error is None:
+            return cls._OK
+        return cls._TIMEOUT if verdict.error == "timeout" else cls._FAILED
 
 
 def submit_share(pool: VerifierPool, tokenizer: Tokenizer, dataset: PromptDataset, prompts: list[int], n: int,
