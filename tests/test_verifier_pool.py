@@ -2,6 +2,9 @@
 
 import concurrent.futures
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -162,3 +165,28 @@ def test_timeouts_and_some_failures_score_zero_and_count_as_errors():
     assert errors.tolist() == [False, True, True]
     scores, errors = _scores([Verdict.failed("timeout")] * 2)
     assert scores.tolist() == [0.0, 0.0] and errors.all()
+
+
+SLOW_MAIN = '''
+import sys
+import time
+
+from primejax.verifiers import Sample, VerifierConfig, VerifierPool
+
+if __name__ != "__main__":
+    time.sleep(3)  # a script whose imports are slow: multiprocessing re-imports it in every worker
+
+if __name__ == "__main__":
+    with VerifierPool(VerifierConfig(math_timeout_seconds=0.5), num_workers=2) as pool:
+        verdicts = pool.verify([Sample("so \\\\boxed{7}", "7", ability="math")] * 4)
+    print([(v.score, v.error) for v in verdicts])
+    sys.exit(0 if all(v.score == 1.0 for v in verdicts) else 1)
+'''
+
+
+def test_a_script_slow_to_import_does_not_time_its_items_out(tmp_path):
+    script = tmp_path / "slow_main.py"
+    script.write_text(SLOW_MAIN)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]

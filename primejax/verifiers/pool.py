@@ -30,6 +30,7 @@ from primejax.verifiers.verdict import Verdict
 
 _HARD_GRACE_SECONDS = 0.25
 _HARD_GRACE_FRACTION = 0.1
+_STARTUP_SECONDS = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,16 @@ class _Worker:
         self.process.start()
         child_conn.close()
         self.job: tuple[int, float] | None = None    # (index, hard deadline)
+        # A worker's start is not part of any item's time: multiprocessing re-imports the parent's main module
+        # in the child when it is a script (`python my_script.py`), which can take seconds.
+        try:
+            ready = self.conn.poll(_STARTUP_SECONDS) and self.conn.recv() is None
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.stop(kill=True)
+            raise RuntimeError(f"a verifier worker did not start within {_STARTUP_SECONDS:.0f} s "
+                               f"(exit code {self.process.exitcode})")
 
     def send(self, index: int, reward: BoundReward, sample: Sample) -> None:
         grace = max(_HARD_GRACE_SECONDS, _HARD_GRACE_FRACTION * reward.timeout_seconds)

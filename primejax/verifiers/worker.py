@@ -1,7 +1,7 @@
 """A verifier worker process: scores one response at a time under a soft clock and an address-space limit.
 
-The pool sends (index, reward function, response, ground truth, seconds) and gets back (index, Verdict,
-retire). The soft clock is SIGALRM raising `VerificationTimeout`, a BaseException so that no library's
+Once started the worker sends None (ready); then the pool sends (index, reward function, response, ground
+truth, seconds) and gets back (index, Verdict, retire). The soft clock is SIGALRM raising `VerificationTimeout`, a BaseException so that no library's
 `except Exception` swallows it; code stuck in C (a huge integer power, say) does not see it, and the pool kills
 the whole worker at its hard deadline instead. After a timeout or a MemoryError the worker retires (its state
 may be half-updated) and the pool starts a fresh one.
@@ -55,6 +55,7 @@ def worker_main(conn, memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     signal.signal(signal.SIGALRM, _alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn.send(None)  # ready: item deadlines start after this
     while True:
         try:
             job = conn.recv()
