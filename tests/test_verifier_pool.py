@@ -175,8 +175,7 @@ from primejax.verifiers import Sample, VerifierConfig, VerifierPool
 
 if __name__ != "__main__":
     time.sleep(3)  # a script whose imports are slow: multiprocessing re-imports it in every worker
-
-if __name__ == "__main__":
+else:
     with VerifierPool(VerifierConfig(math_timeout_seconds=0.5), num_workers=2) as pool:
         verdicts = pool.verify([Sample("so \\\\boxed{7}", "7", ability="math")] * 4)
     print([(v.score, v.error) for v in verdicts])

@@ -1,10 +1,10 @@
 """A verifier worker process: scores one response at a time under a soft clock and an address-space limit.
 
 Once started the worker sends None (ready); then the pool sends (index, reward function, response, ground
-truth, seconds) and gets back (index, Verdict, retire). The soft clock is SIGALRM raising `VerificationTimeout`, a BaseException so that no library's
-`except Exception` swallows it; code stuck in C (a huge integer power, say) does not see it, and the pool kills
-the whole worker at its hard deadline instead. After a timeout or a MemoryError the worker retires (its state
-may be half-updated) and the pool starts a fresh one.
+truth, seconds) and gets back (index, Verdict, retire). The soft clock is SIGALRM raising `VerificationTimeout`,
+a BaseException so that no library's `except Exception` swallows it; code stuck in C (a huge integer power, say)
+does not see it, and the pool kills the whole worker at its hard deadline instead. After a timeout or a
+MemoryError the worker retires (its state may be half-updated) and the pool starts a fresh one.
 """
 
 from __future__ import annotations
