@@ -24,12 +24,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from primejax.models.attention import MASKED, additive_mask, attention
 from primejax.models.config import ModelConfig
 from primejax.models.params import Params
 from primejax.models.rope import apply_rope, rope_tables
 from primejax.parallel.rules import constrain
 
-_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 _REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -158,26 +158,23 @@ def _attend(q, k, v, q_segments, k_segments, q_slots, k_slots, window):
     window: traced int32, 0 for full causal attention. Returns [B, S, N, D].
 
     A single query (decoding) is a multiply-and-reduce over the cache, which XLA fuses into one
-    pass over memory; longer queries use batched matrix products.
+    pass over memory; longer queries go through `attention`, batched matrix products with the
+    backward pass written out.
     """
     b, s, n, d = q.shape
     kv_heads = k.shape[1]
-    q = q.reshape(b, s, kv_heads, n // kv_heads, d)
     delta = q_slots[:, None] - k_slots[None, :]
     visible = (delta >= 0) & ((window == 0) | (delta < window))
     same_segment = (q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] != 0)
     mask = (visible[None] & same_segment)[:, None, None]  # [B, 1, 1, S, T]
-    if s == 1:
-        scores = jnp.sum(q[:, 0, :, :, None, :] * k[:, :, None], axis=-1, dtype=jnp.float32)[:, :, :, None]
-    else:
-        scores = jnp.einsum("bskgd,bktd->bkgst", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(mask, scores * d**-0.5, _MASKED)
+    if s > 1:
+        return attention(q, k, v, additive_mask(mask))
+    q = q.reshape(b, kv_heads, n // kv_heads, d)
+    scores = jnp.sum(q[:, :, :, None, :] * k[:, :, None], axis=-1, dtype=jnp.float32)[:, :, :, None]
+    scores = jnp.where(mask, scores * d**-0.5, MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    if s == 1:
-        out = jnp.sum(probs[:, :, :, 0, :, None] * v[:, :, None], axis=-2)[:, None]
-    else:
-        out = jnp.einsum("bkgst,bktd->bskgd", probs, v)
-    return out.reshape(b, s, n, d)
+    out = jnp.sum(probs[:, :, :, 0, :, None] * v[:, :, None], axis=-2)
+    return out.reshape(b, 1, n, d)
 
 
 def unstack_layers(params: Params) -> Params:

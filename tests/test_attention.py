@@ -1,0 +1,68 @@
+"""The attention with its backward pass written out, against autodiff of the plain formula."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from primejax.models.attention import MASKED, additive_mask, attention
+
+B, S, N, K, D = 3, 12, 4, 2, 8
+
+
+def reference(q, k, v, mask):
+    """softmax(q kᵀ / sqrt(D), masked) v by autodiff-able jnp, heads grouped as N = K · G."""
+    b, s, n, d = q.shape
+    q = q.reshape(b, s, k.shape[1], n // k.shape[1], d)
+    scores = jnp.einsum("bskgd,bktd->bkgst", q, k, preferred_element_type=jnp.float32) * d**-0.5
+    probs = jax.nn.softmax(jnp.where(mask, scores, MASKED), axis=-1)
+    return jnp.einsum("bkgst,bktd->bskgd", probs.astype(v.dtype), v).reshape(b, s, n, d)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    keys = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(keys[0], (B, S, N, D))
+    k = jax.random.normal(keys[1], (B, K, S, D))
+    v = jax.random.normal(keys[2], (B, K, S, D))
+    # Row 0 whole, row 1 left-padded by 5, row 2 padded on both sides; causal with a window of 6.
+    real = np.ones((B, S), bool)
+    real[1, :5] = False
+    real[2, :2] = real[2, -3:] = False
+    pos = np.arange(S)
+    causal = (pos[:, None] >= pos[None, :]) & (pos[:, None] - pos[None, :] < 6)
+    mask = jnp.asarray((causal[None] & real[:, None, :] & real[:, :, None])[:, None, None])
+    weights = jax.random.normal(keys[3], (B, S, N, D)) * real[:, :, None, None]
+    return (q, k, v), mask, weights
+
+
+def test_output_and_gradients_match_autodiff_of_the_formula(inputs):
+    qkv, mask, weights = inputs
+
+    def loss(fn, qkv):
+        # Reads the real query rows only, as every use in the model does.
+        return jnp.sum(jnp.sin(fn(*qkv)) * weights)
+
+    ours = jax.jit(jax.value_and_grad(lambda x: loss(lambda *a: attention(*a, additive_mask(mask)), x)))
+    theirs = jax.jit(jax.value_and_grad(lambda x: loss(lambda *a: reference(*a, mask), x)))
+    (value, grads), (ref_value, ref_grads) = ours(qkv), theirs(qkv)
+    real_rows = np.asarray(mask[:, 0, 0].any(-1))
+    np.testing.assert_allclose(np.asarray(attention(*qkv, additive_mask(mask)))[real_rows],
+                               np.asarray(reference(*qkv, mask))[real_rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for name, ours_grad, ref_grad in zip("qkv", grads, ref_grads):
+        assert np.abs(np.asarray(ref_grad)).max() > 0.1, name
+        np.testing.assert_allclose(ours_grad, ref_grad, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
+
+
+def test_bfloat16_stays_close_to_float32(inputs):
+    qkv, mask, weights = inputs
+    bias = additive_mask(mask)
+
+    def grads(dtype):
+        return jax.grad(lambda x: jnp.sum(attention(*x, bias).astype(jnp.float32) * weights))(
+            tuple(a.astype(dtype) for a in qkv))
+
+    for name, low, high in zip("qkv", grads(jnp.bfloat16), grads(jnp.float32)):
+        assert low.dtype == jnp.bfloat16, name
+        np.testing.assert_allclose(np.asarray(low, np.float32), high, rtol=0.1, atol=0.1, err_msg=f"d{name}")
