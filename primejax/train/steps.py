@@ -100,6 +100,21 @@ def _micro_batches(tree, micro: int):
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // micro, micro, *x.shape[1:]), tree)
 
 
+def _summed_over_micro_batches(fn: Callable, params: Params, micro_data):
+    """(Σ_m grads_m, aux_m stacked along a new leading axis) of (grads_m, aux_m) = fn(params, micro_m)
+    over the leading axis of `micro_data`. A single micro-batch is one plain call: a scan would also
+    zero a params-sized accumulator and add into it."""
+    if jax.tree.leaves(micro_data)[0].shape[0] == 1:
+        grads, aux = fn(params, jax.tree.map(lambda x: x[0], micro_data))
+        return grads, jax.tree.map(lambda x: x[None], aux)
+
+    def accumulate(total, micro_batch):
+        grads, aux = fn(params, micro_batch)
+        return jax.tree.map(jnp.add, total, grads), aux
+
+    return jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params), micro_data)
+
+
 def _apply(optimizer: optax.GradientTransformation, state: ModelState, grads: Params) -> ModelState:
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return ModelState(optax.apply_updates(state.params, updates), opt_state)
@@ -157,15 +172,14 @@ def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, 
         return loss_fn(q, acc_m, seqs.response_mask, q_bc_m, acc_bc_m), log_probs
 
     def mini_step(state: ModelState, batch):
-        micro_data = _micro_batches(batch, micro)
         steps = mini // micro
 
-        def accumulate(grads, micro_batch):
-            (loss, log_probs), g = jax.value_and_grad(micro_loss, has_aux=True)(state.params, micro_batch)
-            return jax.tree.map(lambda a, b: a + b / steps, grads, g), (loss, log_probs)
+        def micro_grads(params, micro_batch):
+            (loss, log_probs), g = jax.value_and_grad(micro_loss, has_aux=True)(params, micro_batch)
+            return jax.tree.map(lambda x: x / steps, g), (loss, log_probs)
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        grads, (losses, log_probs) = jax.lax.scan(accumulate, zeros, micro_data)
+        grads, (losses, log_probs) = _summed_over_micro_batches(micro_grads, state.params,
+                                                                _micro_batches(batch, micro))
         metrics = {"prm/loss": jnp.mean(losses), "prm/grad_norm": optax.tree.norm(grads)}
         return _apply(optimizer, state, grads), (log_probs.reshape(mini, -1), metrics)
 
@@ -252,12 +266,11 @@ def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.A
         counts = {"num_tokens": jnp.sum(mask, dtype=jnp.float32),
                   "num_sequences": jnp.sum(jnp.sum(mask, axis=-1) > 0, dtype=jnp.float32)}
 
-        def accumulate(grads, micro_batch):
-            (_, metrics), g = jax.value_and_grad(micro_loss, has_aux=True)(state.params, micro_batch, counts)
-            return jax.tree.map(jnp.add, grads, g), metrics
+        def micro_grads(params, micro_batch):
+            (_, metrics), g = jax.value_and_grad(micro_loss, has_aux=True)(params, micro_batch, counts)
+            return g, metrics
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        grads, metrics = jax.lax.scan(accumulate, zeros, _micro_batches(batch, micro))
+        grads, metrics = _summed_over_micro_batches(micro_grads, state.params, _micro_batches(batch, micro))
         # Losses aggregated with the mini-batch's counts add up over micro-batches; ratios average.
         metrics = {k: jnp.sum(v) if k.endswith("_loss") else jnp.mean(v) for k, v in metrics.items()}
         metrics["grad_norm"] = optax.tree.norm(grads)
