@@ -33,10 +33,12 @@ import sys
 import tempfile
 import time
 
-from allocator import TCMALLOC, reexec_under_tcmalloc
+import allocator
+from allocator import TCMALLOC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-reexec_under_tcmalloc()
+allocator.reexec_under_tcmalloc()
+allocator.reexec_with_huge_pages()
 sys.path.insert(0, ROOT)
 
 import jax
@@ -190,6 +192,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",
                         help=f"rerun the whole script with LD_PRELOAD={TCMALLOC}")
+    parser.add_argument("--reexec-huge-pages", action="store_true",
+                        help=f"rerun the whole script with GLIBC_TUNABLES={allocator.HUGE_PAGES}")
     args = parser.parse_args()
     shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
     batches = [int(b) for b in args.batches.split(",")]
@@ -198,14 +202,13 @@ def main():
     if args.new_tokens <= SHORT:
         parser.error(f"--new-tokens must exceed {SHORT} (the short length of the per-step measurement)")
 
-    preload = os.environ.get("LD_PRELOAD", "")
-    command = ("LD_PRELOAD=" + shlex.quote(preload) + " " if preload else "") + "python " + shlex.join(sys.argv)
+    command = allocator.command_prefix() + "python " + shlex.join(sys.argv)
     torch.set_num_threads(os.cpu_count())
     hf_logging.disable_progress_bar()
     log(f"command: {command}")
     log(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cpus; "
-        f"allocator: {'tcmalloc' if 'tcmalloc' in preload else 'default (no tcmalloc in LD_PRELOAD)'}, shared")
+        f"allocator: {allocator.describe()}, shared")
     rows = [run_case(s, d, b, args) for s in shapes for d in dtypes for b in batches]
 
     log("\n| shape / dtype / batch | ours tok/s | HF tok/s | HF time / ours | ours step ms | HF step ms "

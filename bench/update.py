@@ -35,9 +35,11 @@ What it measures, per dtype:
     in the dtype. "% of peak" is the median over rounds of the round's GFLOP/s over its peak, so a
     machine whose speed swings between rounds compares each update with the peak of its moment.
   * Both sides share the process and so the allocator; `--reexec-tcmalloc` reruns the script with
-    LD_PRELOAD set to tcmalloc.
+    LD_PRELOAD set to tcmalloc, `--reexec-huge-pages` with glibc malloc asked for transparent huge
+    pages (bench/allocator.py says why this matters for XLA on CPU).
 
-Usage (from the repository root): python bench/update.py [--rounds 5] [--layers 8] [--dtypes float32,bfloat16]
+Usage (from the repository root):
+    python bench/update.py [--rounds 5] [--layers 8] [--dtypes float32,bfloat16] [--reexec-huge-pages]
 """
 
 import argparse
@@ -48,10 +50,12 @@ import sys
 import tempfile
 import time
 
-from allocator import TCMALLOC, reexec_under_tcmalloc
+import allocator
+from allocator import TCMALLOC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-reexec_under_tcmalloc()
+allocator.reexec_under_tcmalloc()
+allocator.reexec_with_huge_pages()
 sys.path.insert(0, ROOT)
 
 import jax
@@ -313,19 +317,20 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",
                         help=f"rerun the whole script with LD_PRELOAD={TCMALLOC}")
+    parser.add_argument("--reexec-huge-pages", action="store_true",
+                        help=f"rerun the whole script with GLIBC_TUNABLES={allocator.HUGE_PAGES}")
     args = parser.parse_args()
     dtypes = args.dtypes.split(",")
     if not set(dtypes) <= set(TORCH_DTYPES):
         parser.error(f"dtypes must be among {list(TORCH_DTYPES)}")
 
-    preload = os.environ.get("LD_PRELOAD", "")
-    command = ("LD_PRELOAD=" + shlex.quote(preload) + " " if preload else "") + "python " + shlex.join(sys.argv)
+    command = allocator.command_prefix() + "python " + shlex.join(sys.argv)
     torch.set_num_threads(os.cpu_count())
     hf_logging.disable_progress_bar()
     log(f"command: {command}")
     log(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cpus; "
-        f"allocator: {'tcmalloc' if 'tcmalloc' in preload else 'default (no tcmalloc in LD_PRELOAD)'}, shared")
+        f"allocator: {allocator.describe()}, shared")
     rows = [run_case(d, args) for d in dtypes]
 
     log("\n| dtype | primejax tok/s | PyTorch tok/s | ratio | score | PRM step | policy step "
