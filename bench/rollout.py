@@ -34,7 +34,6 @@ import tempfile
 import time
 
 import allocator
-from allocator import TCMALLOC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 allocator.reexec_under_tcmalloc()
@@ -191,7 +190,7 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma list of float32, bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",
-                        help=f"rerun the whole script with LD_PRELOAD={TCMALLOC}")
+                        help=f"rerun the whole script with LD_PRELOAD={allocator.TCMALLOC}")
     parser.add_argument("--reexec-huge-pages", action="store_true",
                         help=f"rerun the whole script with GLIBC_TUNABLES={allocator.HUGE_PAGES}")
     args = parser.parse_args()
