@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models import ModelConfig, hidden_states, positions_from_segment_ids
 from primejax.models.params import Params
-from primejax.models.transformer import output_embedding
+from primejax.models.transformer import head_logits, output_embedding
 from primejax.parallel.rules import constrain
 
 
@@ -85,8 +85,7 @@ def chunked_log_probs(params: Params, sequences: Sequences, *, config: ModelConf
 
     @jax.checkpoint
     def score(head, h_chunk, target_chunk):
-        logits = jnp.einsum("bch,vh->bcv", h_chunk, head.astype(h_chunk.dtype), preferred_element_type=jnp.float32)
-        logits = constrain(logits, ("batch", "length", "act_vocab"))
+        logits = constrain(head_logits(h_chunk, head.astype(h_chunk.dtype)), ("batch", "length", "act_vocab"))
         entropy = entropy_from_logits(logits) if with_entropy else jnp.zeros(target_chunk.shape, jnp.float32)
         return token_log_probs(logits, target_chunk), entropy
 
