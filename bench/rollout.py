@@ -20,7 +20,7 @@ What it measures, per (shape, dtype, batch B):
     head_dim * bytes * (P + N/2), the cache at the average step.
     floor = max(FLOPs / peak, weight bytes / bandwidth); floor with KV adds the KV read to the bytes.
   * Both sides share the process and so the allocator; `--reexec-tcmalloc` reruns the script with
-    LD_PRELOAD set to tcmalloc.
+    LD_PRELOAD set to tcmalloc (freed memory kept in the process).
 
 Usage (from the repository root): python bench/rollout.py [--shapes tiny,small] [--batches 8,64] ...
 """
@@ -190,7 +190,7 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma list of float32, bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",
-                        help=f"rerun the whole script with LD_PRELOAD={allocator.TCMALLOC}")
+                        help=f"rerun the whole script with LD_PRELOAD={allocator.TCMALLOC} TCMALLOC_RELEASE_RATE=0")
     parser.add_argument("--reexec-huge-pages", action="store_true",
                         help=f"rerun the whole script with GLIBC_TUNABLES={allocator.HUGE_PAGES}")
     args = parser.parse_args()

@@ -36,7 +36,7 @@ What it measures, per dtype:
     GFLOP/s over its peak, so a machine whose speed swings between rounds compares each update with
     the peak of its moment.
   * Both sides share the process and so the allocator; `--reexec-tcmalloc` reruns the script with
-    LD_PRELOAD set to tcmalloc, `--reexec-huge-pages` with glibc malloc asked for transparent huge
+    LD_PRELOAD set to tcmalloc (freed memory kept in the process), `--reexec-huge-pages` with glibc malloc asked for transparent huge
     pages (bench/allocator.py says why this matters for XLA on CPU).
 
 Usage (from the repository root):
@@ -320,7 +320,7 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma list of float32, bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",
-                        help=f"rerun the whole script with LD_PRELOAD={allocator.TCMALLOC}")
+                        help=f"rerun the whole script with LD_PRELOAD={allocator.TCMALLOC} TCMALLOC_RELEASE_RATE=0")
     parser.add_argument("--reexec-huge-pages", action="store_true",
                         help=f"rerun the whole script with GLIBC_TUNABLES={allocator.HUGE_PAGES}")
     args = parser.parse_args()
