@@ -36,8 +36,8 @@ What it measures, per dtype:
     GFLOP/s over its peak, so a machine whose speed swings between rounds compares each update with
     the peak of its moment.
   * Both sides share the process and so the allocator; `--reexec-tcmalloc` reruns the script with
-    LD_PRELOAD set to tcmalloc (freed memory kept in the process), `--reexec-huge-pages` with glibc malloc asked for transparent huge
-    pages (bench/allocator.py says why this matters for XLA on CPU).
+    LD_PRELOAD set to tcmalloc (freed memory kept in the process), `--reexec-huge-pages` with glibc
+    malloc asked for transparent huge pages (bench/allocator.py says why this matters for XLA on CPU).
 
 Usage (from the repository root):
     python bench/update.py [--rounds 5] [--layers 8] [--dtypes float32,bfloat16] [--reexec-huge-pages]
