@@ -1,12 +1,14 @@
-"""Dense layers and the output head have their backward passes written out; they must equal autodiff
-of the plain products (float32) and stay close to it in bfloat16."""
+"""Dense layers, the gated MLP, RMSNorm and the output head have their backward passes written out;
+they must equal autodiff of the plain formulas (float32) and stay close to it in bfloat16."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from primejax.models.transformer import _linear, head_logits
+from primejax.models.linear import ACTIVATIONS, head_logits, linear
+from primejax.models.mlp import gated_mlp
+from primejax.models.transformer import rms_norm
 
 TOKENS, VOCAB = (2, 5), 40
 
@@ -25,9 +27,9 @@ def test_linear_gradients_equal_autodiff_of_the_product(in_out):
     keys = jax.random.split(jax.random.key(0), 3)
     x, kernel = _random(keys[0], (*TOKENS, in_out[0])), _random(keys[1], in_out)
     weights = _random(keys[2], (*TOKENS, in_out[1]))
-    ours = _grads(_linear, x, kernel, weights)
+    ours = _grads(linear, x, kernel, weights)
     plain = _grads(lambda x, w: jnp.einsum("...i,io->...o", x, w), x, kernel, weights)
-    np.testing.assert_allclose(_linear(x, kernel), x @ kernel, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(linear(x, kernel), x @ kernel, rtol=1e-6, atol=1e-6)
     for a, b in zip(ours, plain):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -48,3 +50,56 @@ def test_head_logits_gradients_equal_autodiff_in_float32_and_stay_close_in_bfloa
         assert a.dtype == jnp.bfloat16
         scale = float(jnp.max(jnp.abs(b)))
         np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * scale)
+
+
+def _plain_mlp(act, x, gate, up, down):
+    """The gated MLP as written in the model card: down(act(gate(x)) * up(x)), biases where given."""
+    def dense(x, p):
+        return x @ p["kernel"] + p.get("bias", 0.0)
+
+    return dense(ACTIVATIONS[act](dense(x, gate)) * dense(x, up), down)
+
+
+@pytest.mark.parametrize("act,bias", [("silu", False), ("gelu_pytorch_tanh", True)])
+def test_gated_mlp_value_and_gradients_equal_autodiff_of_the_formula(act, bias):
+    hidden, inner = 6, 10
+    keys = iter(jax.random.split(jax.random.key(2), 8))
+
+    def dense(shape):
+        p = {"kernel": _random(next(keys), shape)}
+        return {**p, "bias": _random(next(keys), shape[1:])} if bias else p
+
+    x, weights = _random(next(keys), (*TOKENS, hidden)), _random(next(keys), (*TOKENS, hidden))
+    params = (dense((hidden, inner)), dense((hidden, inner)), dense((inner, hidden)))
+
+    def loss(fn):
+        return jax.value_and_grad(lambda x, p: jnp.sum(fn(act, x, *p).astype(jnp.float32) * weights),
+                                  argnums=(0, 1))
+
+    (value, ours), (plain_value, plain) = loss(gated_mlp)(x, params), loss(_plain_mlp)(x, params)
+    np.testing.assert_allclose(value, plain_value, rtol=1e-5)
+    assert jax.tree.structure(ours) == jax.tree.structure(plain)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+    x16, params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (x, params))
+    _, ours16 = loss(gated_mlp)(x16, params16)
+    for a, b in zip(jax.tree.leaves(ours16), jax.tree.leaves(plain)):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * float(jnp.max(jnp.abs(b))))
+
+
+def test_rms_norm_gradients_equal_autodiff_of_the_formula():
+    keys = jax.random.split(jax.random.key(3), 3)
+    x, weights = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (*TOKENS, 8))
+    scale = 1.0 + 0.1 * _random(keys[2], (8,))
+
+    def plain(x, scale, eps):
+        return scale * x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+
+    ours = _grads(lambda x, s: rms_norm(x, s, 1e-6), x, scale, weights)
+    expected = _grads(lambda x, s: plain(x, s, 1e-6), x, scale, weights)
+    np.testing.assert_allclose(rms_norm(x, scale, 1e-6), plain(x, scale, 1e-6), rtol=1e-6, atol=1e-6)
+    for a, b in zip(ours, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

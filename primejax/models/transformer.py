@@ -26,6 +26,8 @@ import jax.numpy as jnp
 
 from primejax.models.attention import MASKED, additive_mask, attention
 from primejax.models.config import ModelConfig
+from primejax.models.linear import head_logits, linear
+from primejax.models.mlp import gated_mlp
 from primejax.models.params import Params
 from primejax.models.rope import apply_rope, rope_tables
 from primejax.parallel.rules import constrain
@@ -39,7 +41,6 @@ _REMAT = {
 _HIDDEN = ("batch", "length", "act_embed")
 _HEADS = ("batch", "length", "act_heads", "head_dim")
 _KV = ("batch", "act_kv_heads", "cache_len", "head_dim")
-_MLP = ("batch", "length", "act_mlp")
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["k", "v", "segment_ids", "end"], meta_fields=[])
@@ -94,66 +95,41 @@ def positions_from_segment_ids(segment_ids: jax.Array) -> jax.Array:
     return seq - jax.lax.cummax(starts, axis=segment_ids.ndim - 1)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-    """y = scale * x / sqrt(mean(x^2) + eps), the statistics in float32."""
+    """y = scale * x / sqrt(mean(x^2) + eps), the statistics in float32.
+
+    The backward pass is written out and keeps x and the per-row rsqrt r only (autodiff also kept
+    the normalised x̂ = x r, one more [tokens, hidden] array per norm):
+
+        d scale = Σ_tokens dy ∘ x̂,   dx = r (g − x̂ mean(g ∘ x̂)),   g = dy ∘ scale
+    """
+    return _rms_norm_fwd(x, scale, eps)[0]
+
+
+def _rms_norm_fwd(x, scale, eps):
     x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return scale.astype(x.dtype) * y.astype(x.dtype)
+    r = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * (x32 * r).astype(x.dtype), (x, scale, r)
 
 
-_ACTIVATIONS = {
-    "silu": jax.nn.silu,
-    "gelu": partial(jax.nn.gelu, approximate=False),
-    "gelu_pytorch_tanh": partial(jax.nn.gelu, approximate=True),
-    "gelu_new": partial(jax.nn.gelu, approximate=True),
-    "relu": jax.nn.relu,
-}
+def _rms_norm_bwd(eps, residuals, dy):
+    x, scale, r = residuals
+    normed = x.astype(jnp.float32) * r
+    dy = dy.astype(jnp.float32)
+    d_scale = jnp.sum(dy * normed, axis=tuple(range(dy.ndim - 1))).astype(scale.dtype)
+    g = dy * scale.astype(jnp.float32)
+    dx = r * (g - normed * jnp.mean(g * normed, axis=-1, keepdims=True))
+    return dx.astype(x.dtype), d_scale
 
 
-def _product(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
-    """einsum(spec, a, b) accumulated in float32 and rounded to `dtype`.
-
-    With bfloat16 operands XLA on CPU multiplies 2-2.3x faster into a float32 result (the
-    AVX512-BF16 kernel) than into a bfloat16 one; with float32 operands this is a plain einsum.
-    """
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(dtype)
-
-
-@jax.custom_vjp
-def _linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """x [..., in] @ kernel [in, out], in x's dtype.
-
-    The backward pass is written out so that the kernel's gradient is a product over tokens whose
-    left operand is the narrower of x [tokens, in] and dy [tokens, out]: XLA on CPU lays that
-    operand out transposed before the product, so the copy is of min(in, out) columns (x^T dy
-    when in <= out, (dy^T x)^T otherwise). The einsum's transpose rule always made (dy^T x)^T,
-    transposing every [tokens, out] cotangent: a SwiGLU MLP's forward and backward took 1.4x as
-    long, a training step of the layers 1.25x. Choosing the narrower side made the layers' forward
-    and backward 1.05x (float32) and 1.09x (bfloat16) faster than always transposing x.
-    """
-    return _product("...i,io->...o", x, kernel, x.dtype)
-
-
-def _linear_fwd(x: jax.Array, kernel: jax.Array):
-    return _linear(x, kernel), (x, kernel)
-
-
-def _linear_bwd(residuals, dy: jax.Array):
-    x, kernel = residuals
-    if kernel.shape[1] < kernel.shape[0]:
-        d_kernel = _product("...o,...i->oi", dy, x, kernel.dtype).T
-    else:
-        d_kernel = _product("...i,...o->io", x, dy, kernel.dtype)
-    return _product("...o,io->...i", dy, kernel, x.dtype), d_kernel
-
-
-_linear.defvjp(_linear_fwd, _linear_bwd)
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
 
 def _dense(x: jax.Array, p: dict, dtype) -> jax.Array:
     """x [..., in] times p["kernel"] [in, *out], plus p["bias"] [*out] if present: [..., *out]."""
     kernel = p["kernel"].astype(dtype)
-    y = _linear(x, kernel.reshape(x.shape[-1], -1)).reshape(*x.shape[:-1], *kernel.shape[1:])
+    y = linear(x, kernel.reshape(x.shape[-1], -1)).reshape(*x.shape[:-1], *kernel.shape[1:])
     return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
@@ -216,8 +192,7 @@ def hidden_states(
     h = constrain(jnp.take(table, tokens, axis=0).astype(dtype), _HIDDEN)
     cos, sin = rope_tables(config, positions)
     segment_ids = segment_ids.astype(jnp.int32)
-    act = _ACTIVATIONS[config.hidden_act]
-
+    
     if cache is None:
         q_slots = jnp.arange(seq, dtype=jnp.int32)
         k_slots, k_segments = q_slots, segment_ids
@@ -243,9 +218,8 @@ def hidden_states(
         o = {**o, "kernel": o["kernel"].reshape(-1, config.hidden_size)}
         h = constrain(h + _dense(attn.reshape(*attn.shape[:2], -1), o, dtype), _HIDDEN)
         x = rms_norm(h, p["mlp_norm"]["scale"], config.rms_norm_eps)
-        gate = act(_dense(x, p["mlp"]["gate"], dtype))
-        up = _dense(x, p["mlp"]["up"], dtype)
-        h = constrain(h + _dense(constrain(gate * up, _MLP), p["mlp"]["down"], dtype), _HIDDEN)
+        mlp = jax.tree.map(lambda w: w.astype(dtype), p["mlp"])
+        h = constrain(h + gated_mlp(config.hidden_act, x, mlp["gate"], mlp["up"], mlp["down"]), _HIDDEN)
         return h, cache_k, cache_v
 
     if cache is None:
@@ -274,32 +248,6 @@ def hidden_states(
 def output_embedding(params: Params, config: ModelConfig) -> jax.Array:
     """The [vocab, hidden] output head (the input embedding when tied)."""
     return params["embed" if config.tie_word_embeddings else "lm_head"]["embedding"]
-
-
-@jax.custom_vjp
-def head_logits(h: jax.Array, head: jax.Array) -> jax.Array:
-    """Float32 logits h · headᵀ [..., vocab] of hidden states h [..., hidden] and a head [vocab, hidden].
-
-    The backward pass rounds the logits' cotangent to h's dtype before its two products (in
-    float32 nothing changes). With bfloat16 hidden states this is the precision of a bfloat16
-    model whose logits are bfloat16, and the products stay bfloat16 with float32 accumulation;
-    a float32 cotangent would make XLA on CPU upcast the head and multiply in float32, about 7x
-    slower on a CPU with bfloat16 matrix units.
-    """
-    return jnp.einsum("...h,vh->...v", h, head, preferred_element_type=jnp.float32)
-
-
-def _head_logits_fwd(h: jax.Array, head: jax.Array):
-    return head_logits(h, head), (h, head)
-
-
-def _head_logits_bwd(residuals, d_logits: jax.Array):
-    h, head = residuals
-    d_logits = d_logits.astype(h.dtype)
-    return _product("...v,vh->...h", d_logits, head, h.dtype), _product("...v,...h->vh", d_logits, h, head.dtype)
-
-
-head_logits.defvjp(_head_logits_fwd, _head_logits_bwd)
 
 
 def logits_from_hidden(params: Params, h: jax.Array, config: ModelConfig) -> jax.Array:
