@@ -44,7 +44,7 @@ def _output(act, gu, down):
     a = ACTIVATIONS[act](gu[..., 0, :])
     m = constrain(a * gu[..., 1, :], _MLP)
     y = product("...f,fh->...h", m, down["kernel"], m.dtype)
-    return (y + down["bias"] if "bias" in down else y), a, m
+    return y + down["bias"] if "bias" in down else y
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -54,12 +54,12 @@ def gated_mlp(act: str, x: jax.Array, gate: dict, up: dict, down: dict) -> jax.A
     `act` names the activation (`ACTIVATIONS`). Every product accumulates in float32 and is
     rounded to x's dtype; the kernels and biases must already be in x's dtype.
     """
-    return _output(act, _pre_activations(x, gate, up), down)[0]
+    return _output(act, _pre_activations(x, gate, up), down)
 
 
 def _gated_mlp_fwd(act, x, gate, up, down):
     gu = _pre_activations(x, gate, up)
-    return _output(act, gu, down)[0], (x, gu, gate, up, down)
+    return _output(act, gu, down), (x, gu, gate, up, down)
 
 
 def _gated_mlp_bwd(act, residuals, dy):
@@ -70,12 +70,12 @@ def _gated_mlp_bwd(act, residuals, dy):
     dm = product("...h,fh->...f", dy, down["kernel"], dy.dtype)
     (dg,) = act_vjp(dm * u)
     d_gu = jnp.stack([dg, dm * a], axis=-2)
-    kernel, _ = _stacked(gate, up)
+    kernel, bias = _stacked(gate, up)
     d_kernel = kernel_gradient(x, d_gu, kernel.dtype, out_ndim=2)
     d_gate, d_up = {"kernel": d_kernel[:, 0]}, {"kernel": d_kernel[:, 1]}
     d_down = {"kernel": kernel_gradient(m, dy, down["kernel"].dtype)}
-    if "bias" in gate:
-        d_bias = _sum_over_tokens(d_gu, jnp.stack([gate["bias"], up["bias"]]))
+    if bias is not None:
+        d_bias = _sum_over_tokens(d_gu, bias)
         d_gate["bias"], d_up["bias"] = d_bias[0], d_bias[1]
     if "bias" in down:
         d_down["bias"] = _sum_over_tokens(dy, down["bias"])

@@ -192,7 +192,7 @@ def hidden_states(
     h = constrain(jnp.take(table, tokens, axis=0).astype(dtype), _HIDDEN)
     cos, sin = rope_tables(config, positions)
     segment_ids = segment_ids.astype(jnp.int32)
-    
+
     if cache is None:
         q_slots = jnp.arange(seq, dtype=jnp.int32)
         k_slots, k_segments = q_slots, segment_ids
