@@ -1,14 +1,17 @@
-"""Dense layers, the gated MLP, RMSNorm and the output head have their backward passes written out;
-they must equal autodiff of the plain formulas (float32) and stay close to it in bfloat16."""
+"""Dense layers, the gated MLP, RMSNorm, the output head and the head's token log-probs and entropy
+have their backward passes written out; they must equal autodiff of the plain formulas (float32)
+and stay close to it in bfloat16."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models.linear import ACTIVATIONS, head_logits, linear
 from primejax.models.mlp import gated_mlp
 from primejax.models.transformer import rms_norm
+from primejax.train.logprobs import token_statistics
 
 TOKENS, VOCAB = (2, 5), 40
 
@@ -103,3 +106,42 @@ def test_rms_norm_gradients_equal_autodiff_of_the_formula():
     np.testing.assert_allclose(rms_norm(x, scale, 1e-6), plain(x, scale, 1e-6), rtol=1e-6, atol=1e-6)
     for a, b in zip(ours, expected):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _statistics_objective(fn, weights):
+    """Σ w_lp · lp + Σ w_H · H of fn(h, head) = (lp, H or None): every cotangent is non-trivial."""
+    def objective(h, head):
+        log_probs, entropy = fn(h, head)
+        total = jnp.sum(weights[0] * log_probs)
+        return total if entropy is None else total + jnp.sum(weights[1] * entropy)
+
+    return objective
+
+
+@pytest.mark.parametrize("with_entropy", [True, False], ids=["entropy", "log-probs"])
+@pytest.mark.parametrize("keep_logits", [True, False], ids=["kept", "remade"])
+def test_token_statistics_gradients_equal_autodiff_of_log_softmax(with_entropy, keep_logits):
+    keys = jax.random.split(jax.random.key(4), 5)
+    h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (VOCAB, 8))
+    targets = jax.random.randint(keys[2], TOKENS, 0, VOCAB)
+    weights = (_random(keys[3], TOKENS), _random(keys[4], TOKENS))
+
+    def plain(h, head):
+        logits = jnp.einsum("...h,vh->...v", h, head)
+        return token_log_probs(logits, targets), entropy_from_logits(logits) if with_entropy else None
+
+    def ours(h, head):
+        return token_statistics(h, head, targets, with_entropy, keep_logits)
+
+    for a, b in zip(jax.tree.leaves(ours(h, head)), jax.tree.leaves(plain(h, head))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    expected = jax.grad(_statistics_objective(plain, weights), argnums=(0, 1))(h, head)
+    got = jax.jit(jax.grad(_statistics_objective(ours, weights), argnums=(0, 1)))(h, head)
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    h16, head16 = h.astype(jnp.bfloat16), head.astype(jnp.bfloat16)
+    got16 = jax.jit(jax.grad(_statistics_objective(ours, weights), argnums=(0, 1)))(h16, head16)
+    for a, b in zip(got16, expected):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * float(jnp.max(jnp.abs(b))))

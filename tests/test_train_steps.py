@@ -58,12 +58,16 @@ def test_chunked_log_probs_equal_the_full_logits(params, batch, chunk):
     np.testing.assert_allclose(entropy, full_entropy, atol=1e-5)
 
 
-def test_chunked_log_probs_gradient_equals_the_full_logits(params, batch):
-    def objective(log_prob_fn, p):
-        return jnp.sum(jnp.where(batch.response_mask, log_prob_fn(p), 0.0))
+@pytest.mark.parametrize("keep_logits", [False, True], ids=["remade", "kept"])
+def test_chunked_log_probs_gradient_equals_the_full_logits(params, batch, keep_logits):
+    """Log-probs and entropy together, so that both cotangents reach the head's backward pass."""
+    def objective(stats_fn, p):
+        log_probs, entropy = stats_fn(p)
+        return jnp.sum(jnp.where(batch.response_mask, log_probs - 0.1 * entropy, 0.0))
 
-    chunked = jax.grad(partial(objective, lambda p: chunked_log_probs(p, batch, config=CONFIG, chunk=3)[0]))(params)
-    full = jax.grad(partial(objective, lambda p: _full_log_probs(p, batch)[0]))(params)
+    chunked = jax.grad(partial(objective, lambda p: chunked_log_probs(p, batch, config=CONFIG, chunk=3,
+                                                                      keep_logits=keep_logits)))(params)
+    full = jax.grad(partial(objective, lambda p: _full_log_probs(p, batch)))(params)
     for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(full)):
         np.testing.assert_allclose(a, b, atol=2e-5)
 

@@ -79,7 +79,8 @@ def train_sft(config: ml_collections.ConfigDict, params: Params, model_config: M
     opt_shardings = opt_state_shardings(optimizer, params, shardings, layout)
     state = ModelState(params, jax.jit(optimizer.init, out_shardings=opt_shardings)(params))
     step_fn = jax.jit(traced_under(partial(sft_step, config=model_config, optimizer=optimizer,
-                                           micro_batch=s.micro_batch_size, chunk=config.logprob_chunk), layout),
+                                           micro_batch=s.micro_batch_size, chunk=config.logprob_chunk,
+                                           keep_logits=config.keep_logits), layout),
                       donate_argnums=0, out_shardings=(ModelState(shardings, opt_shardings), layout.replicated()))
     rows = layout.rows((s.mini_batch_size,))
     rng = np.random.default_rng(config.seed)

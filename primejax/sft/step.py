@@ -52,21 +52,23 @@ def prompt_bucket(tokenizer: Tokenizer, examples: Sequence[tuple[list[dict], str
     return bucket(max(len(tokenizer.apply_chat_template(m, add_generation_prompt=True)) for m, _ in examples))
 
 
-def sft_loss(params: Params, sequences: Sequences, *, config: ModelConfig, chunk: int,
-             num_tokens: jax.Array) -> jax.Array:
+def sft_loss(params: Params, sequences: Sequences, *, config: ModelConfig, chunk: int, num_tokens: jax.Array,
+             keep_logits: bool = False) -> jax.Array:
     """Σ −log π_θ over the response mask, divided by `num_tokens` (the mini-batch's token count)."""
-    log_probs, _ = chunked_log_probs(params, sequences, config=config, chunk=chunk, with_entropy=False)
+    log_probs, _ = chunked_log_probs(params, sequences, config=config, chunk=chunk, with_entropy=False,
+                                     keep_logits=keep_logits)
     return -jnp.sum(jnp.where(sequences.response_mask, log_probs, 0.0)) / num_tokens
 
 
 def sft_step(state: ModelState, sequences: Sequences, *, config: ModelConfig, optimizer: optax.GradientTransformation,
-             micro_batch: int, chunk: int) -> tuple[ModelState, dict[str, jax.Array]]:
+             micro_batch: int, chunk: int, keep_logits: bool = False) -> tuple[ModelState, dict[str, jax.Array]]:
     """One AdamW step on the batch's token-mean loss, gradients accumulated over micro-batches (on a
     mesh, each micro-batch's rows laid over the batch axes, as in the PRIME updates)."""
     num_tokens = jnp.maximum(jnp.sum(sequences.response_mask, dtype=jnp.float32), 1.0)
     micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // micro_batch, micro_batch, *x.shape[1:]),
                          replicate(sequences))
-    grad_fn = jax.value_and_grad(partial(sft_loss, config=config, chunk=chunk, num_tokens=num_tokens))
+    grad_fn = jax.value_and_grad(partial(sft_loss, config=config, chunk=chunk, num_tokens=num_tokens,
+                                         keep_logits=keep_logits))
 
     def accumulate(carry, batch):
         loss, grads = carry

@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.steps = 592  # RL iterations; the paper's final model is step 592
     c.logprob_chunk = 512  # response positions whose logits exist at once
+    # Whether the update steps keep each chunk's float32 logits for the backward pass (one output-head
+    # product fewer per step; rows × response length × vocab × 4 more bytes per micro-batch).
+    c.keep_logits = False
     c.score_micro_batch_size = 0  # rows scored at once by the old policy, reference and PRM (0: all)
 
     # The device mesh (primejax.parallel): axis sizes, one of them -1 for "the rest of the devices";

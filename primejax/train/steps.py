@@ -150,7 +150,7 @@ def score(models: dict[str, Params], sequences: Sequences, *, configs: dict[str,
 def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, acc: jax.Array,
                q_bc: jax.Array | None, acc_bc: jax.Array | None, *, config: ModelConfig,
                optimizer: optax.GradientTransformation, options: PrmOptions,
-               chunk: int) -> tuple[ModelState, jax.Array, Metrics]:
+               chunk: int, keep_logits: bool = False) -> tuple[ModelState, jax.Array, Metrics]:
     """One pass of AdamW steps over the batch in order, one per mini-batch (SPEC §3.3, `after`).
 
     Mini-batch k is scored by the PRM after the steps on mini-batches 0 … k − 1 and its loss is the
@@ -167,7 +167,8 @@ def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, 
 
     def micro_loss(params, batch):
         seqs, ref, acc_m, q_bc_m, acc_bc_m = constrain_rows(batch)
-        log_probs, _ = chunked_log_probs(params, seqs, config=config, chunk=chunk, with_entropy=False)
+        log_probs, _ = chunked_log_probs(params, seqs, config=config, chunk=chunk, with_entropy=False,
+                                         keep_logits=keep_logits)
         q = algo.log_ratio(log_probs, ref)
         return loss_fn(q, acc_m, seqs.response_mask, q_bc_m, acc_bc_m), log_probs
 
@@ -224,7 +225,7 @@ def advantages(prm_log_probs: jax.Array | None, ref_log_probs: jax.Array | None,
 def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.Array,
                   ref_log_probs: jax.Array | None, adv: jax.Array, key: jax.Array, *, config: ModelConfig,
                   optimizer: optax.GradientTransformation, options: PolicyOptions,
-                  chunk: int) -> tuple[ModelState, Metrics]:
+                  chunk: int, keep_logits: bool = False) -> tuple[ModelState, Metrics]:
     """PPO: `epochs` passes over the batch in mini-batches (reshuffled per epoch when `shuffle`),
     one AdamW step each on  L = pg_loss − entropy_coef · entropy + kl_coef · kl  (SPEC §5).
 
@@ -246,7 +247,7 @@ def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.A
         seqs, old, ref, a = constrain_rows(batch)
         mask = seqs.response_mask
         log_probs, entropy = chunked_log_probs(params, seqs, config=config, chunk=chunk,
-                                               with_entropy=options.entropy_coef != 0)
+                                               with_entropy=options.entropy_coef != 0, keep_logits=keep_logits)
         pg_loss, metrics = loss_fn(log_probs, old, a, mask, **counts)
         loss = pg_loss
         metrics = {**metrics, "pg_loss": pg_loss}
@@ -314,9 +315,10 @@ class Steps:
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
                policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
                prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
-               chunk: int, score_micro_batch: int = 0, placement: Placement = Placement()) -> Steps:
+               chunk: int, keep_logits: bool = False, score_micro_batch: int = 0,
+               placement: Placement = Placement()) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
-    updates are donated. With a layout, outputs get the shardings of `Placement` and activations are
+    updates are donated. `chunk` and `keep_logits` are `chunked_log_probs`'s. With a layout, outputs get the shardings of `Placement` and activations are
     constrained by its rules; without one, inputs keep the shardings the caller gave them."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
     rows, replicated = placement.rows(), placement.replicated()
@@ -330,9 +332,11 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
         score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
                   static_argnames=("entropy_of",)),
         prm_update=jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
-                               chunk=chunk), (placement.prm, rows, replicated), donate_argnums=0),
+                               chunk=chunk, keep_logits=keep_logits), (placement.prm, rows, replicated),
+                       donate_argnums=0),
         advantages=jit(partial(advantages, options=advantage_options), (rows, replicated)),
         policy_update=jit(partial(policy_update, config=policy_config, optimizer=policy_optimizer,
-                                  options=policy_options, chunk=chunk), (placement.policy, replicated),
+                                  options=policy_options, chunk=chunk, keep_logits=keep_logits),
+                          (placement.policy, replicated),
                           donate_argnums=0),
     )
