@@ -8,7 +8,9 @@ What it measures, per dtype:
     is one optimizer step on the whole batch (mini-batch = micro-batch = B).
   * primejax: `make_steps` of `primejax.train.steps` (score, prm_update, policy_update as the
     trainer jits them), optimizers from `make_optimizer` on the trainer's default `prm` and
-    `actor` sections; `--chunk` response positions of logits exist at once.
+    `actor` sections; `--chunk` response positions of logits exist at once, and the update steps
+    keep every chunk's float32 logits for their backward pass (`keep_logits`, B * R * V * 4 bytes,
+    as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them to remake them.
   * PyTorch: three `transformers` Qwen2ForCausalLM loaded from the same weights (saved with
     `save_hf_checkpoint`), sdpa attention, eager. Scoring runs under no_grad with
     `logits_to_keep = R + 1`, so both sides apply the output head to the response only; then
@@ -25,7 +27,7 @@ What it measures, per dtype:
   * Agreement: the first update's log-probs of both sides (max abs difference) and both sides'
     losses of the first PRM and policy steps are printed, so that the two do the same work.
   * FLOPs, counted analytically for the work both sides do (`primejax.models.flops.forward_flops`;
-    the primejax head's recomputation in the backward pass is not counted):
+    with `--remake-logits`, the primejax head's recomputation in the backward pass is not counted):
         forward = 2 * B * (P + R) * layers * kernel params per layer      (q, k, v, o, gate, up, down)
                 + 2 * B * R * vocab * hidden                              (output head on the response)
                 + 4 * B * (P + R)^2 * heads * head_dim * layers           (scores and weighted values)
@@ -40,7 +42,7 @@ What it measures, per dtype:
     malloc asked for transparent huge pages (bench/allocator.py says why this matters for XLA on CPU).
 
 Usage (from the repository root):
-    python bench/update.py [--rounds 5] [--layers 8] [--dtypes float32,bfloat16] [--reexec-huge-pages]
+    python bench/update.py [--rounds 5] [--layers 8] [--dtypes float32,bfloat16] [--remake-logits] [--reexec-tcmalloc]
 """
 
 import argparse
@@ -138,7 +140,7 @@ class JaxUpdate:
             advantage_options=AdvantageOptions(),
             policy_options=PolicyOptions(loss="ppo_clip", agg=c.actor.loss_agg, mini_batch=batch, micro_batch=batch,
                                          shuffle=False),
-            chunk=args.chunk)
+            chunk=args.chunk, keep_logits=not args.remake_logits)
         self.reference = params["reference"]
         self.policy = ModelState(params["policy"], policy_optimizer.init(params["policy"]))
         self.prm = ModelState(params["prm"], prm_optimizer.init(params["prm"]))
@@ -251,7 +253,8 @@ def run_case(dtype, args):
         f"{config.intermediate_size}, {config.num_layers} layers, {config.num_heads} heads / {config.num_kv_heads} kv "
         f"heads x {config.head_dim}; {config.num_params / 1e6:.1f}M params per model; batch {args.batch} x "
         f"({args.prompt_len} prompt + {args.response_len} response) = {tokens} tokens, "
-        f"{int(data['segment_ids'].sum())} real; logits chunk {args.chunk} positions")
+        f"{int(data['segment_ids'].sum())} real; logits chunk {args.chunk} positions, "
+        f"{'remade' if args.remake_logits else 'kept'} for the backward pass")
     ours = JaxUpdate(config, params, data, args)
     theirs = TorchUpdate(config, params, data, args, dtype)
     del params
@@ -317,6 +320,8 @@ def main():
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--response-len", type=int, default=192)
     parser.add_argument("--chunk", type=int, default=32, help="response positions whose logits exist at once")
+    parser.add_argument("--remake-logits", action="store_true",
+                        help="update steps remake each chunk's logits in the backward pass instead of keeping them")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma list of float32, bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reexec-tcmalloc", action="store_true",

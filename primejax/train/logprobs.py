@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models import ModelConfig, hidden_states, positions_from_segment_ids
-from primejax.models.params import Params
 from primejax.models.linear import head_logits, product
+from primejax.models.params import Params
 from primejax.models.transformer import output_embedding
 from primejax.parallel.rules import constrain
 

@@ -108,4 +108,5 @@ def build_steps(c: ml_collections.ConfigDict, configs: Roles, actor_optimizer: o
             agg=c.actor.loss_agg, entropy_coef=c.actor.entropy_coef, kl_coef=c.actor.kl_coef,
             kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
             micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
-        chunk=c.logprob_chunk, keep_logits=c.keep_logits, score_micro_batch=c.score_micro_batch_size, placement=placement)
+        chunk=c.logprob_chunk, keep_logits=c.keep_logits, score_micro_batch=c.score_micro_batch_size,
+        placement=placement)

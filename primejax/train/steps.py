@@ -318,8 +318,9 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
                chunk: int, keep_logits: bool = False, score_micro_batch: int = 0,
                placement: Placement = Placement()) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
-    updates are donated. `chunk` and `keep_logits` are `chunked_log_probs`'s. With a layout, outputs get the shardings of `Placement` and activations are
-    constrained by its rules; without one, inputs keep the shardings the caller gave them."""
+    updates are donated; `chunk` and `keep_logits` are `chunked_log_probs`'s. With a layout, outputs
+    get the shardings of `Placement` and activations are constrained by its rules; without one,
+    inputs keep the shardings the caller gave them."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
     rows, replicated = placement.rows(), placement.replicated()
 
