@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from primejax.models.attention import MASKED, additive_mask, attention
+from primejax.models.attention import MASKED, additive_mask, attention, causal_attention, query_block
 
 B, S, N, K, D = 3, 12, 4, 2, 8
 
@@ -66,3 +66,27 @@ def test_bfloat16_stays_close_to_float32(inputs):
     for name, low, high in zip("qkv", grads(jnp.bfloat16), grads(jnp.float32)):
         assert low.dtype == jnp.bfloat16, name
         np.testing.assert_allclose(np.asarray(low, np.float32), high, rtol=0.1, atol=0.1, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("block", [3, 4, 6])
+def test_causal_query_blocks_give_the_real_rows_and_gradients_of_the_whole(inputs, block):
+    """Query blocks that see only the keys up to their own end: the fixture's mask is causal (with a
+    window), so the real rows' outputs and every gradient the real rows receive are unchanged."""
+    qkv, mask, weights = inputs
+    bias = additive_mask(mask)
+
+    def loss(fn):
+        return jax.value_and_grad(lambda x: jnp.sum(jnp.sin(fn(*x)) * weights))(qkv)
+
+    (value, grads), (whole_value, whole_grads) = jax.jit(
+        lambda: (loss(lambda *a: causal_attention(*a, bias, block)), loss(lambda *a: attention(*a, bias))))()
+    real_rows = np.asarray(mask[:, 0, 0].any(-1))
+    np.testing.assert_allclose(np.asarray(causal_attention(*qkv, bias, block))[real_rows],
+                               np.asarray(attention(*qkv, bias))[real_rows], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(value, whole_value, rtol=1e-6)
+    for name, ours, whole in zip("qkv", grads, whole_grads):
+        np.testing.assert_allclose(ours, whole, rtol=1e-5, atol=1e-6, err_msg=f"d{name}")
+
+
+def test_query_block_splits_into_at_most_eight_blocks_of_at_least_32():
+    assert [query_block(n) for n in (16, 63, 64, 96, 128, 256, 3584)] == [16, 63, 32, 48, 32, 32, 448]

