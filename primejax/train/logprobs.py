@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models import ModelConfig, hidden_states, positions_from_segment_ids
-from primejax.models.linear import head_logits, product
+from primejax.models.linear import head_logits
 from primejax.models.params import Params
 from primejax.models.transformer import output_embedding
 from primejax.parallel.rules import constrain
@@ -91,18 +91,18 @@ def _token_statistics_fwd(h, head, targets, with_entropy, keep_logits):
 
 
 def _token_statistics_bwd(with_entropy, keep_logits, residuals, cotangents):
-    h, head, targets, lse, entropy, logits = residuals
+    h, head, targets, lse, entropy, kept = residuals
     d_log_probs, d_entropy = cotangents
-    if logits is None:
-        logits = _logits(h, head)
+    # With kept logits the remade ones are unused and XLA drops their product.
+    remade, logits_vjp = jax.vjp(_logits, h, head)
+    logits = remade if kept is None else kept
     log_p = logits - lse[..., None]
     coefficient = d_log_probs[..., None]
     if with_entropy:
         coefficient = coefficient + d_entropy[..., None] * (log_p + entropy[..., None])
     taken = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1) == targets[..., None]
-    d_logits = (jnp.where(taken, d_log_probs[..., None], 0.0) - jnp.exp(log_p) * coefficient).astype(h.dtype)
-    return (product("...v,vh->...h", d_logits, head, h.dtype), product("...v,...h->vh", d_logits, h, head.dtype),
-            None)
+    d_logits = jnp.where(taken, d_log_probs[..., None], 0.0) - jnp.exp(log_p) * coefficient
+    return (*logits_vjp(d_logits), None)
 
 
 token_statistics.defvjp(_token_statistics_fwd, _token_statistics_bwd)
