@@ -69,10 +69,11 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from primejax.models import ModelConfig, init_params, positions_from_segment_ids, save_hf_checkpoint
-from primejax.models.flops import forward_flops
+from primejax.models.flops import forward_flops, packed_forward_flops
 from primejax.train.config import base_config
 from primejax.train.logprobs import Sequences
 from primejax.train.optim import make_optimizer
+from primejax.train.packing import capacity
 from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, make_steps
 
 SMALL = {"hidden_size": 512, "intermediate_size": 1536, "num_heads": 8, "num_kv_heads": 4, "head_dim": 64}
@@ -126,9 +127,10 @@ def make_batch(config, args):
 
 
 class JaxUpdate:
-    """One PRIME update through the trainer's jitted step functions."""
+    """One PRIME update through the trainer's jitted step functions, on the padded rows or packed
+    (`packed`: the capacity the trainer's loop would choose, `primejax.train.packing`)."""
 
-    def __init__(self, config, params, data, args):
+    def __init__(self, config, params, data, args, packed):
         c = base_config()
         batch = args.batch
         prm_optimizer = make_optimizer(c.prm, 1000)
@@ -141,9 +143,14 @@ class JaxUpdate:
             policy_options=PolicyOptions(loss="ppo_clip", agg=c.actor.loss_agg, mini_batch=batch, micro_batch=batch,
                                          shuffle=False),
             chunk=args.chunk, keep_logits=not args.remake_logits)
+        # One whole-batch micro-batch in every step, rows in order: one capacity serves all three.
+        self.capacity = capacity(data["segment_ids"], data["response_mask"], np.arange(batch)[None], micro_batch=batch,
+                                 groups=1, buckets=c.packing.buckets) if packed else None
         self.reference = params["reference"]
-        self.policy = ModelState(params["policy"], policy_optimizer.init(params["policy"]))
-        self.prm = ModelState(params["prm"], prm_optimizer.init(params["prm"]))
+        # Copies: the updates donate their states, and both primejax sides start from the same weights.
+        policy, prm = (jax.tree.map(jnp.copy, params[name]) for name in ("policy", "prm"))
+        self.policy = ModelState(policy, policy_optimizer.init(policy))
+        self.prm = ModelState(prm, prm_optimizer.init(prm))
         self.sequences = Sequences(jnp.asarray(data["tokens"]), jnp.asarray(data["segment_ids"]),
                                    jnp.asarray(data["response_mask"]))
         self.acc, self.advantages = jnp.asarray(data["acc"]), jnp.asarray(data["advantages"])
@@ -154,16 +161,17 @@ class JaxUpdate:
         times = {}
         start = time.perf_counter()
         scores = jax.block_until_ready(self.steps.score(
-            {"policy": self.policy.params, "reference": self.reference, "prm": self.prm.params}, self.sequences))
+            {"policy": self.policy.params, "reference": self.reference, "prm": self.prm.params}, self.sequences,
+            capacity=self.capacity))
         times["score"] = time.perf_counter() - start
         start = time.perf_counter()
         self.prm, _, prm_metrics = jax.block_until_ready(self.steps.prm_update(
-            self.prm, self.sequences, scores["reference_log_probs"], self.acc, None, None))
+            self.prm, self.sequences, scores["reference_log_probs"], self.acc, None, None, capacity=self.capacity))
         times["prm"] = time.perf_counter() - start
         start = time.perf_counter()
         self.policy, policy_metrics = jax.block_until_ready(self.steps.policy_update(
             self.policy, self.sequences, scores["policy_log_probs"], scores["reference_log_probs"], self.advantages,
-            self.key))
+            self.key, capacity=self.capacity))
         times["policy"] = time.perf_counter() - start
         return times, scores, float(prm_metrics["prm/loss"]), float(policy_metrics["actor/pg_loss"])
 
@@ -255,26 +263,35 @@ def run_case(dtype, args):
         f"({args.prompt_len} prompt + {args.response_len} response) = {tokens} tokens, "
         f"{int(data['segment_ids'].sum())} real; logits chunk {args.chunk} positions, "
         f"{'remade' if args.remake_logits else 'kept'} for the backward pass")
-    ours = JaxUpdate(config, params, data, args)
-    theirs = TorchUpdate(config, params, data, args, dtype)
+    sides = {"padded": JaxUpdate(config, params, data, args, packed=False),
+             "packed": JaxUpdate(config, params, data, args, packed=True),
+             "torch": TorchUpdate(config, params, data, args, dtype)}
     del params
+    flops = {"padded": 9 * forward_flops(config, args.batch, args.prompt_len, args.response_len)}
+    flops["torch"] = flops["padded"]
+    cap = sides["packed"].capacity
+    flops["packed"] = 9 * packed_forward_flops(config, args.batch, args.prompt_len + args.response_len,
+                                               tokens=cap.groups * cap.tokens, scored=cap.groups * cap.responses)
+    log(f"  packed     streams of {cap.tokens} token slots ({int(data['segment_ids'].sum())} real tokens) and "
+        f"{cap.responses} response slots ({int(data['response_mask'].sum())} real)")
 
-    start = time.perf_counter()
-    _, our_scores, our_prm, our_policy = ours.run()
-    first = time.perf_counter() - start
-    compile_s = first - sum(ours.run()[0].values())
-    _, their_scores, their_prm, their_policy = theirs.run()
+    compile_s, first = {}, {}
+    for name in ("padded", "packed"):
+        start = time.perf_counter()
+        first[name] = sides[name].run()
+        compile_s[name] = time.perf_counter() - start - sum(sides[name].run()[0].values())
+    first["torch"] = sides["torch"].run()
     mask = data["response_mask"].astype(bool)
-    for name in ("policy_log_probs", "reference_log_probs", "prm_log_probs", "entropy"):
-        diff = np.abs(np.asarray(our_scores[name]) - their_scores[name].numpy())[mask].max()
-        log(f"  agreement  {name}: max |primejax - torch| = {diff:.2e}")
-    log(f"  agreement  first PRM loss {our_prm:.6f} vs {their_prm:.6f}; first policy loss {our_policy:.6f} vs "
-        f"{their_policy:.6f}")
+    for name in ("padded", "packed"):
+        for score in ("policy_log_probs", "reference_log_probs", "prm_log_probs", "entropy"):
+            diff = np.abs(np.asarray(first[name][1][score]) - first["torch"][1][score].numpy())[mask].max()
+            log(f"  agreement  {name} {score}: max |primejax - torch| = {diff:.2e}")
+        log(f"  agreement  {name} first PRM loss {first[name][2]:.6f} vs {first['torch'][2]:.6f}; first policy loss "
+            f"{first[name][3]:.6f} vs {first['torch'][3]:.6f}")
 
-    flops = 9 * forward_flops(config, args.batch, args.prompt_len, args.response_len)
-    times, peaks = {"ours": [], "torch": []}, []
+    times, peaks = {side: [] for side in sides}, []
     for r in range(args.rounds):
-        for side, update in (("ours", ours), ("torch", theirs)):
+        for side, update in sides.items():
             times[side].append(update.run()[0])
         peaks.append(matmul_peaks(dtype))
         log(f"  round {r}: " + "   ".join(
@@ -284,30 +301,36 @@ def run_case(dtype, args):
     def total(side):
         return [sum(t.values()) for t in times[side]]
 
-    def ratio(phase=None):
-        pairs = zip(times["torch"], times["ours"])
+    def ratio(side, phase=None):
+        pairs = zip(times["torch"], times[side])
         if phase is None:
             return statistics.median(sum(t.values()) / sum(o.values()) for t, o in pairs)
         return statistics.median(t[phase] / o[phase] for t, o in pairs)
 
     def share_of_peak(side):
-        return statistics.median(flops / t / max(peak) for t, peak in zip(total(side), peaks))
+        return statistics.median(flops[side] / t / max(peak) for t, peak in zip(total(side), peaks))
 
     jax_peak, torch_peak = (statistics.median(p[i] for p in peaks) for i in (0, 1))
-    row = {"dtype": dtype, "ours_s": statistics.median(total("ours")), "torch_s": statistics.median(total("torch")),
-           "ratio": ratio(), "phases": {p: ratio(p) for p in PHASES}, "peak": statistics.median(map(max, peaks)),
-           "ours_share": share_of_peak("ours"), "torch_share": share_of_peak("torch")}
-    row["ours_tps"], row["torch_tps"] = tokens / row["ours_s"], tokens / row["torch_s"]
-    row["ours_gflops"], row["torch_gflops"] = flops / row["ours_s"] / 1e9, flops / row["torch_s"] / 1e9
-    for side, name in (("ours", "primejax"), ("torch", "PyTorch")):
+    row = {"dtype": dtype, "peak": statistics.median(map(max, peaks)), "sides": {}}
+    for side in sides:
+        seconds = statistics.median(total(side))
+        row["sides"][side] = {"s": seconds, "tps": tokens / seconds, "gflops": flops[side] / seconds / 1e9,
+                              "share": share_of_peak(side)}
+        if side != "torch":
+            row["sides"][side] |= {"ratio": ratio(side), "phases": {p: ratio(side, p) for p in PHASES}}
+    for side, name in (("padded", "primejax, padded"), ("packed", "primejax, packed"), ("torch", "PyTorch")):
+        r = row["sides"][side]
         phases = ", ".join(f"{p} {statistics.median(t[p] for t in times[side]):.2f}s" for p in PHASES)
-        log(f"  {name:9s}{row[side + '_tps']:9.0f} tok/s   median {row[side + '_s']:.2f}s ({phases})   "
-            f"{row[side + '_gflops']:.1f} GFLOP/s, {100 * row[side + '_share']:.0f}% of peak")
-    log(f"  ratio      {row['ratio']:.2f}x tokens/s (median over rounds of PyTorch time / primejax time); per phase: "
-        + ", ".join(f"{p} {v:.2f}x" for p, v in row["phases"].items()))
+        log(f"  {name:17s}{r['tps']:9.0f} tok/s   median {r['s']:.2f}s ({phases})   "
+            f"{r['gflops']:.1f} GFLOP/s, {100 * r['share']:.0f}% of peak")
+    for side in ("padded", "packed"):
+        r = row["sides"][side]
+        log(f"  ratio, {side}  {r['ratio']:.2f}x tokens/s (median over rounds of PyTorch time / primejax time); "
+            "per phase: " + ", ".join(f"{p} {v:.2f}x" for p, v in r["phases"].items()))
     log(f"  machine    matmul peak {row['peak'] / 1e9:.1f} GFLOP/s ({dtype}, median over rounds; jnp.dot "
-        f"{jax_peak / 1e9:.1f}, torch.mm {torch_peak / 1e9:.1f}); update {flops / 1e12:.2f} TFLOP; "
-        f"primejax compile {compile_s:.1f}s")
+        f"{jax_peak / 1e9:.1f}, torch.mm {torch_peak / 1e9:.1f}); update {flops['padded'] / 1e12:.2f} TFLOP padded, "
+        f"{flops['packed'] / 1e12:.2f} packed; primejax compile {compile_s['padded']:.1f}s padded, "
+        f"{compile_s['packed']:.1f}s packed")
     return row
 
 
@@ -342,14 +365,17 @@ def main():
         f"allocator: {allocator.describe()}, shared")
     rows = [run_case(d, args) for d in dtypes]
 
-    log("\n| dtype | primejax tok/s | PyTorch tok/s | ratio | score | PRM step | policy step "
-        "| primejax GFLOP/s | PyTorch GFLOP/s | matmul peak GFLOP/s | primejax % of peak | PyTorch % of peak |")
-    log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    log("\n| dtype | primejax | tok/s | PyTorch tok/s | ratio | score | PRM step | policy step "
+        "| GFLOP/s | PyTorch GFLOP/s | matmul peak GFLOP/s | % of peak | PyTorch % of peak |")
+    log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        log(f"| {r['dtype']} | {r['ours_tps']:.0f} | {r['torch_tps']:.0f} | {r['ratio']:.2f} | "
-            + " | ".join(f"{r['phases'][p]:.2f}" for p in PHASES)
-            + f" | {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} | {r['peak'] / 1e9:.1f} | "
-            f"{100 * r['ours_share']:.0f}% | {100 * r['torch_share']:.0f}% |")
+        theirs = r["sides"]["torch"]
+        for side in ("padded", "packed"):
+            ours = r["sides"][side]
+            log(f"| {r['dtype']} | {side} | {ours['tps']:.0f} | {theirs['tps']:.0f} | {ours['ratio']:.2f} | "
+                + " | ".join(f"{ours['phases'][p]:.2f}" for p in PHASES)
+                + f" | {ours['gflops']:.1f} | {theirs['gflops']:.1f} | {r['peak'] / 1e9:.1f} | "
+                f"{100 * ours['share']:.0f}% | {100 * theirs['share']:.0f}% |")
     log(f"\ncommand: {command}")
 
 

@@ -49,6 +49,7 @@ def get_config():
     c.eval.max_response_length = 4096  # the paper's evaluation scripts decode up to 4096 tokens
     c.checkpoint.every = 16
     c.logprob_chunk = 256
+    c.packing.enabled = True  # layers on the real tokens only, the head on the response tokens only
     c.mesh.update({"data": 1, "fsdp": -1, "tensor": 1})
     c.model.remat = "full"
     c.actor.micro_batch_size = 16  # one response per chip and accumulated step on 16 chips

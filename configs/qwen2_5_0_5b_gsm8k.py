@@ -35,4 +35,5 @@ def get_config():
     c.eval.batch_size = 128
     c.checkpoint.every = 20
     c.logprob_chunk = 128
+    c.packing.enabled = True  # layers on the real tokens only, the head on the response tokens only
     return c

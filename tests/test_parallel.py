@@ -136,8 +136,9 @@ SCRIPT = textwrap.dedent("""
     from primejax.train.config import base_config
     from primejax.train.logprobs import Sequences
     from primejax.train.optim import make_optimizer
+    from primejax.train.packing import capacity
     from primejax.train.steps import (AdvantageOptions, ModelState, Placement, PolicyOptions, PrmOptions,
-                                      make_steps)
+                                      make_steps, minibatch_order)
     from primejax.sampling import SamplingParams, generate
 
     assert len(jax.devices()) == 8
@@ -157,7 +158,7 @@ SCRIPT = textwrap.dedent("""
     params = init_params(CONFIG, jax.random.key(0))
     reference = init_params(CONFIG, jax.random.key(1))
 
-    def update(layout, reference_rules="fsdp_tp"):
+    def update(layout, reference_rules="fsdp_tp", capacity=None):
         placement, states = Placement(), {}
         data = batch, acc
         models = {"policy": params, "prm": params, "reference": reference}
@@ -184,12 +185,14 @@ SCRIPT = textwrap.dedent("""
                            policy_options=PolicyOptions(mini_batch=16, micro_batch=8, epochs=2),
                            chunk=5, placement=placement)
         seqs, acc_d = data
-        scored = steps.score({"policy": states["policy"].params, "reference": models["reference"]}, seqs)
+        capacity = capacity or dict.fromkeys(("score", "prm", "policy"))
+        scored = steps.score({"policy": states["policy"].params, "reference": models["reference"]}, seqs,
+                             capacity=capacity["score"])
         prm, prm_lp, prm_metrics = steps.prm_update(states["prm"], seqs, scored["reference_log_probs"], acc_d,
-                                                    None, None)
+                                                    None, None, capacity=capacity["prm"])
         adv, adv_metrics = steps.advantages(prm_lp, scored["reference_log_probs"], acc_d, seqs.response_mask)
         policy, actor_metrics = steps.policy_update(states["policy"], seqs, scored["policy_log_probs"], None, adv,
-                                                    jax.random.key(3))
+                                                    jax.random.key(3), capacity=capacity["policy"])
         out = {"scored": scored, "prm_lp": prm_lp, "adv": adv,
                "metrics": {**prm_metrics, **adv_metrics, **actor_metrics}, "policy": policy, "prm": prm}
         return out, models
@@ -220,6 +223,27 @@ SCRIPT = textwrap.dedent("""
         rows_spec = P(batch_axes if len(batch_axes) > 1 else batch_axes[0])
         assert got["adv"].sharding.spec == rows_spec, got["adv"].sharding.spec
         assert got["scored"]["policy_log_probs"].sharding.spec == rows_spec
+
+    # Packed steps, each micro-batch's rows in one stream per batch shard, give the same updates.
+    layout = Layout(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    policy_order = np.asarray(minibatch_order(jax.random.key(3), ROWS, PolicyOptions(mini_batch=16, epochs=2)))
+    plans = {"score": (np.arange(ROWS)[None], ROWS), "prm": (np.arange(ROWS)[None], 8), "policy": (policy_order, 8)}
+    packed = {name: capacity(segments, response_mask, order, micro_batch=micro, groups=layout.batch_shards,
+                             buckets=40)
+              for name, (order, micro) in plans.items()}
+    assert all(p is not None and p.groups == 4 for p in packed.values()), packed
+    got, _ = update(layout, capacity=packed)
+    real = response_mask != 0
+    for name in ("scored", "prm_lp", "adv"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], rtol=1e-4,
+                                                             atol=1e-5, err_msg=f"packed: {name}"),
+                     got[name], expected[name])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg="packed: metrics"),
+                 got["metrics"], expected["metrics"])
+    for name in ("policy", "prm"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5,
+                                                             err_msg=f"packed: {name}"),
+                     got[name].params, expected[name].params)
 
     # A checkpoint written on one mesh restores onto another.
     with tempfile.TemporaryDirectory() as tmp:

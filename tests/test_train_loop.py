@@ -50,8 +50,9 @@ def _lines(path):
         return [json.loads(line) for line in f]
 
 
-def test_one_iteration_end_to_end(demo_dir, tmp_path):
-    trainer = _trainer(demo_dir, tmp_path)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_one_iteration_end_to_end(demo_dir, tmp_path, packed):
+    trainer = _trainer(demo_dir, tmp_path, **{"packing.enabled": packed})
     with trainer.session() as start:
         assert start == 0
         batch = trainer.collector.collect(trainer.state["policy"].params, jax.random.key(0))
@@ -121,11 +122,12 @@ def _run_cli(workdir, *flags, wait=True):
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    """With packed steps, whose stream sizes follow each batch."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    result = _run_cli(straight)
+    result = _run_cli(straight, "--config.packing.enabled=True")
     assert result.returncode == 0, result.stderr[-3000:]
     kill_after = random.Random().randint(1, 3)  # iterations completed before the kill
-    process = _run_cli(killed, wait=False)
+    process = _run_cli(killed, "--config.packing.enabled=True", wait=False)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
@@ -137,7 +139,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     process.wait()
     lines = len(metrics.read_text().splitlines())
     assert lines <= 5, "killed after the run finished"
-    result = _run_cli(killed)
+    result = _run_cli(killed, "--config.packing.enabled=True")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (straight / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
     assert (straight / "export" / "model.safetensors").read_bytes() == \
@@ -152,6 +154,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     ({"prm.loss": "dpo"}, "prm.loss"),
     ({"algo.process_gamma": 0.9, "algo.advantage": "grpo"}, "algo.process_gamma"),
     ({"actor.lr": -1.0}, "actor.lr"),
+    ({"packing.buckets": 0}, "packing.buckets"),
     ({"demo.enabled": False}, "model.path"),
     ({"demo.answer_only_fraction": 1.2}, "demo.answer_only_fraction"),
 ])

@@ -12,6 +12,7 @@ from primejax import algo
 from primejax.models import ModelConfig, forward, init_params, positions_from_segment_ids
 from primejax.sft import sft_step
 from primejax.train.logprobs import Sequences, chunked_log_probs
+from primejax.train.packing import Capacity
 from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, policy_update, \
     prm_update, score
 
@@ -69,6 +70,27 @@ def test_chunked_log_probs_gradient_equals_the_full_logits(params, batch, keep_l
                                                                       keep_logits=keep_logits)))(params)
     full = jax.grad(partial(objective, lambda p: _full_log_probs(p, batch)))(params)
     for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(full)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+# Two streams of 4 rows: the larger holds 45 real tokens of 64 and 29 response tokens of 40.
+PACKED = Capacity(groups=2, tokens=52, responses=32)
+
+
+@pytest.mark.parametrize("keep_logits", [False, True], ids=["remade", "kept"])
+def test_packed_log_probs_and_gradients_equal_the_padded_ones(params, batch, keep_logits):
+    def objective(p, capacity):
+        log_probs, entropy = chunked_log_probs(p, batch, config=CONFIG, chunk=3, keep_logits=keep_logits,
+                                               capacity=capacity)
+        return jnp.sum(jnp.where(batch.response_mask, log_probs - 0.1 * entropy, 0.0)), (log_probs, entropy)
+
+    grad = jax.jit(jax.grad(objective, has_aux=True), static_argnums=1)
+    (padded, (lp, entropy)), (packed, (packed_lp, packed_entropy)) = grad(params, None), grad(params, PACKED)
+    mask = np.asarray(batch.response_mask) != 0
+    np.testing.assert_allclose(np.asarray(packed_lp)[mask], np.asarray(lp)[mask], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(packed_entropy)[mask], np.asarray(entropy)[mask], atol=1e-5)
+    assert not np.asarray(packed_lp)[~mask].any() and not np.asarray(packed_entropy)[~mask].any()
+    for a, b in zip(jax.tree.leaves(packed), jax.tree.leaves(padded)):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
@@ -148,6 +170,34 @@ def test_policy_update_first_step_loss_is_the_ppo_loss_of_the_mini_batch(params,
     new = _full_log_probs(state.params, batch)[0]
     change = np.asarray(algo.masked_mean(new - old, batch.response_mask, axis=-1))
     assert change[-1] > 0 > change[0]
+
+
+def test_packed_updates_equal_the_padded_ones(params, batch):
+    mask = np.asarray(batch.response_mask) != 0
+    configs = dict.fromkeys(("policy", "reference"), CONFIG)
+    scored = {capacity: jax.jit(partial(score, configs=configs, chunk=4, capacity=capacity))(
+        {"policy": params, "reference": init_params(CONFIG, jax.random.key(1))}, batch) for capacity in (None, PACKED)}
+    for name, values in scored[None].items():
+        np.testing.assert_allclose(np.asarray(scored[PACKED][name])[mask], np.asarray(values)[mask], atol=1e-5)
+
+    ref, acc = scored[None]["reference_log_probs"], jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 1.0])
+    prm = {capacity: jax.jit(partial(prm_update, config=CONFIG, optimizer=ADAMW, chunk=4, capacity=capacity,
+                                     options=PrmOptions(mini_batch=4, micro_batch=4)))(
+        ModelState(params, ADAMW.init(params)), batch, ref, acc, None, None) for capacity in (None, PACKED)}
+    np.testing.assert_allclose(np.asarray(prm[PACKED][1])[mask], np.asarray(prm[None][1])[mask], atol=1e-5)
+    np.testing.assert_allclose(prm[PACKED][2]["prm/loss"], prm[None][2]["prm/loss"], rtol=1e-5)
+
+    old = scored[None]["policy_log_probs"]
+    adv = jnp.where(batch.response_mask, jnp.linspace(-0.5, 1.0, ROWS)[:, None], 0.0)
+    options = PolicyOptions(mini_batch=4, micro_batch=2, epochs=2, entropy_coef=0.01, kl_coef=0.1)
+    policy = {capacity: jax.jit(partial(policy_update, config=CONFIG, optimizer=ADAMW, chunk=4, options=options,
+                                        capacity=capacity))(
+        ModelState(params, ADAMW.init(params)), batch, old, ref, adv, jax.random.key(3)) for capacity in (None, PACKED)}
+    for key in ("actor/pg_loss", "actor/entropy_loss", "actor/kl_loss", "actor/grad_norm"):
+        np.testing.assert_allclose(policy[PACKED][1][key], policy[None][1][key], rtol=1e-4, atol=1e-7)
+    for updated in (prm, policy):
+        for a, b in zip(jax.tree.leaves(updated[PACKED][0].params), jax.tree.leaves(updated[None][0].params)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_advantages_give_rewards_accuracy_and_whitened_advantages(params, batch):

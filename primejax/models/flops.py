@@ -24,9 +24,15 @@ def forward_flops(config: ModelConfig, rows: int, prompt_len: int, response_len:
     """One forward pass over rows of prompt + response tokens, the output head on the response only
     (as scoring and the updates apply it), full attention scores over the sequence."""
     seq = prompt_len + response_len
+    return packed_forward_flops(config, rows, seq, tokens=rows * seq, scored=rows * response_len)
+
+
+def packed_forward_flops(config: ModelConfig, rows: int, seq: int, *, tokens: int, scored: int) -> int:
+    """One forward pass whose layers run on `tokens` tokens and whose head scores `scored` positions
+    (a packed batch: `primejax.models.packing`), attention over rows of `seq` positions."""
     q = config.num_heads * config.head_dim
-    return (rows * seq * layer_flops_per_token(config) + 2 * rows * response_len * config.vocab_size *
-            config.hidden_size + 4 * rows * seq * seq * q * config.num_layers)
+    return (tokens * layer_flops_per_token(config) + 2 * scored * config.vocab_size * config.hidden_size +
+            4 * rows * seq * seq * q * config.num_layers)
 
 
 def generation_flops(config: ModelConfig, prompts: int, n: int, prompt_len: int, response_len: int) -> int:

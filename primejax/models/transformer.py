@@ -11,6 +11,10 @@ a valid segment-id array, so left-padded batches pass their mask: pads (id 0) ne
 are never attended to. Positions are given by the caller (`positions_from_segment_ids` derives
 them from a mask or a packed layout).
 
+With a `Packing` (`primejax.models.packing`) the token-wise work of every layer (norms, projections,
+rope, MLP) runs on the batch's real tokens only, packed into dense streams; attention gathers its
+queries, keys and values back into the rows and its outputs back into the streams.
+
 The same function runs with a `KVCache`: the new tokens' keys and values are written at cache
 slots [end, end + S) and the queries attend over the whole cache. Prefill is a call on the
 prompt with an empty cache; decoding is a call with one token per row.
@@ -28,6 +32,7 @@ from primejax.models.attention import MASKED, additive_mask, attention, causal_a
 from primejax.models.config import ModelConfig
 from primejax.models.linear import head_logits, linear
 from primejax.models.mlp import gated_mlp
+from primejax.models.packing import Packing, to_rows, to_stream
 from primejax.models.params import Params
 from primejax.models.rope import apply_rope, rope_tables
 from primejax.parallel.rules import constrain
@@ -181,14 +186,20 @@ def hidden_states(
     *,
     config: ModelConfig,
     cache: KVCache | None = None,
+    packing: Packing | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states [B, S, hidden] (compute dtype) and the updated cache.
 
     tokens, positions, segment_ids: [B, S] integer arrays. With a cache, params may be in the
-    form `unstack_layers` returns.
+    form `unstack_layers` returns. With `packing` (and no cache) the hidden states are those of
+    the packed real tokens, [G, C, hidden] (`to_rows` puts them back in their rows).
     """
     dtype = jnp.dtype(config.compute_dtype)
     seq = tokens.shape[1]
+    if packing is not None:
+        if cache is not None:
+            raise ValueError("a packed batch runs without a cache")
+        tokens, positions = to_stream(tokens, packing), to_stream(positions, packing)
     # The table whole along the hidden axis (FSDP gathers it, as it gathers every weight where it
     # is used), so that the looked-up rows come out split by batch rows alone.
     table = constrain(params["embed"]["embedding"], ("act_vocab", "act_embed"))
@@ -206,15 +217,22 @@ def hidden_states(
 
     def layer(h, p, window, cache_k=None, cache_v=None):
         x = rms_norm(h, p["attn_norm"]["scale"], config.rms_norm_eps)
-        q = constrain(apply_rope(_dense(x, p["attn"]["q"], dtype), cos, sin), _HEADS)
-        k = constrain(apply_rope(_dense(x, p["attn"]["k"], dtype), cos, sin).swapaxes(1, 2), _KV)
-        v = constrain(_dense(x, p["attn"]["v"], dtype).swapaxes(1, 2), _KV)
+        q = apply_rope(_dense(x, p["attn"]["q"], dtype), cos, sin)
+        k = apply_rope(_dense(x, p["attn"]["k"], dtype), cos, sin)
+        v = _dense(x, p["attn"]["v"], dtype)
+        if packing is not None:
+            q, k, v = (to_rows(t, packing) for t in (q, k, v))
+        q = constrain(q, _HEADS)
+        k = constrain(k.swapaxes(1, 2), _KV)
+        v = constrain(v.swapaxes(1, 2), _KV)
         if cache_k is not None:
             cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, cache.end, 0))
             cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, cache.end, 0))
             cache_k, cache_v = constrain(cache_k, _KV), constrain(cache_v, _KV)
             k, v = cache_k.astype(dtype), cache_v.astype(dtype)
         attn = _attend(q, k, v, segment_ids, k_segments, q_slots, k_slots, window, cache is None)
+        if packing is not None:
+            attn = to_stream(attn, packing)
         # Heads and head_dim flattened into one contraction: contracting (n, d) directly makes XLA
         # transpose both the activations and the kernel on every call.
         o = p["attn"]["o"]

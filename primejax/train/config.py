@@ -71,6 +71,11 @@ def base_config() -> ml_collections.ConfigDict:
     # product fewer per step; rows × response length × vocab × 4 more bytes per micro-batch).
     c.keep_logits = False
     c.score_micro_batch_size = 0  # rows scored at once by the old policy, reference and PRM (0: all)
+    # Padding-free steps (primejax.models.packing): scoring and both updates run the layers on the real
+    # tokens only and the output head on the response tokens only, packed into streams sized from each
+    # batch and rounded up to one of `buckets` sizes. Each size compiles the steps once, which outweighs
+    # the saving on tiny models and short runs; the real-model configs turn it on.
+    c.packing = _section(enabled=False, buckets=16)
 
     # The device mesh (primejax.parallel): axis sizes, one of them -1 for "the rest of the devices";
     # `distributed` starts jax.distributed ("auto": when the environment names several processes).
@@ -189,7 +194,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _check_keys(c, base, "")
     for key in ("steps", "logprob_chunk", "rollout.batch_size", "rollout.n", "rollout.max_response_length",
                 "rollout.max_rounds", "data.max_prompt_length", "checkpoint.every", "checkpoint.keep",
-                "eval.every", "eval.batch_size", "actor.epochs"):
+                "eval.every", "eval.batch_size", "actor.epochs", "packing.buckets"):
         _positive(c, key)
     if c.rollout.n < 2 and c.algo.advantage in GROUP_ESTIMATORS:
         _fail("rollout.n", c.rollout.n, f"algo.advantage={c.algo.advantage!r} needs at least 2 samples per prompt "

@@ -10,6 +10,10 @@ logits are made, reduced to the taken token's log-prob (and the entropy) and dro
 Peak memory for the head is one chunk's [B, chunk, V] float32 logits instead of [B, R, V] (for a
 152k vocabulary, 16 rows × 3072 tokens would be 30 GB).
 
+With a `Capacity` the batch is packed (`primejax.models.packing`): the model runs on the real tokens
+only, and the head's chunks run over the hidden states that score real response tokens, in streams
+of `capacity.responses` slots, instead of over every response column.
+
 The head's backward pass is written out (`token_statistics`). With p = softmax(l), the cotangents
 g of lp and G of H give the logits' cotangent in one pass over the vocabulary:
 
@@ -32,9 +36,11 @@ import jax.numpy as jnp
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models import ModelConfig, hidden_states, positions_from_segment_ids
 from primejax.models.linear import head_logits
+from primejax.models.packing import pack, take_slots, to_rows, to_stream
 from primejax.models.params import Params
 from primejax.models.transformer import output_embedding
 from primejax.parallel.rules import constrain
+from primejax.train.packing import Capacity
 
 
 @partial(jax.tree_util.register_dataclass,
@@ -108,34 +114,19 @@ def _token_statistics_bwd(with_entropy, keep_logits, residuals, cotangents):
 token_statistics.defvjp(_token_statistics_fwd, _token_statistics_bwd)
 
 
-def chunked_log_probs(params: Params, sequences: Sequences, *, config: ModelConfig, chunk: int,
-                      with_entropy: bool = True, keep_logits: bool = False) -> tuple[jax.Array, jax.Array | None]:
-    """(lp [B, R], entropy [B, R] or None), float32, for every response column (masked ones too).
-
-    `chunk` is the number of response positions whose logits exist at once; R is padded up to a
-    multiple of it internally. Under differentiation, `keep_logits` keeps every chunk's logits for
-    the backward pass instead of remaking them (module doc).
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk!r} must be a positive number of positions")
-    prompt_length = sequences.prompt_length
-    if prompt_length < 1:
-        raise ValueError("sequences need at least one prompt column: the first response token is scored by the "
-                         "last prompt position")
-    positions = positions_from_segment_ids(sequences.segment_ids)
-    h, _ = hidden_states(params, sequences.tokens, positions, sequences.segment_ids, config=config)
-    batch, responses = sequences.response_mask.shape
-    h = h[:, prompt_length - 1:prompt_length - 1 + responses]
-    targets = sequences.response_tokens
-    chunk = min(chunk, responses)
-    pad = -responses % chunk
+def _chunked_head(h: jax.Array, targets: jax.Array, head: jax.Array, *, chunk: int, with_entropy: bool,
+                  keep_logits: bool) -> tuple[jax.Array, jax.Array | None]:
+    """`token_statistics` of h [X, N, hidden] and targets [X, N], `chunk` positions of N (X · chunk
+    logits) at a time."""
+    rows, length = targets.shape
+    chunk = min(chunk, length)
+    pad = -length % chunk
     if pad:
         h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    num_chunks = (responses + pad) // chunk
-    h = h.reshape(batch, num_chunks, chunk, -1).swapaxes(0, 1)
-    targets = targets.reshape(batch, num_chunks, chunk).swapaxes(0, 1)
-    head = output_embedding(params, config).astype(h.dtype)
+    num_chunks = (length + pad) // chunk
+    h = h.reshape(rows, num_chunks, chunk, -1).swapaxes(0, 1)
+    targets = targets.reshape(rows, num_chunks, chunk).swapaxes(0, 1)
 
     def body(_, xs):
         h_chunk, target_chunk = xs
@@ -144,6 +135,50 @@ def chunked_log_probs(params: Params, sequences: Sequences, *, config: ModelConf
     _, (log_probs, entropy) = jax.lax.scan(body, None, (h, targets))
 
     def unchunked(x):
-        return x.swapaxes(0, 1).reshape(batch, -1)[:, :responses]
+        return x.swapaxes(0, 1).reshape(rows, -1)[:, :length]
 
     return unchunked(log_probs), (unchunked(entropy) if with_entropy else None)
+
+
+def chunked_log_probs(params: Params, sequences: Sequences, *, config: ModelConfig, chunk: int,
+                      with_entropy: bool = True, keep_logits: bool = False,
+                      capacity: Capacity | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """(lp [B, R], entropy [B, R] or None), float32.
+
+    `chunk` is the number of response positions of each row whose logits exist at once (packed, a
+    stream's chunks are `chunk` × its rows long: as many logits). Under differentiation,
+    `keep_logits` keeps every chunk's logits for the backward pass instead of remaking them (module
+    doc). Without `capacity` every response column is scored, masked ones too. With it, the model
+    runs on the real tokens only, packed (`primejax.models.packing`) into `capacity.groups` streams
+    of `capacity.tokens` slots, and the head on the response tokens only (streams of
+    `capacity.responses`); masked columns are 0.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk!r} must be a positive number of positions")
+    prompt_length = sequences.prompt_length
+    if prompt_length < 1:
+        raise ValueError("sequences need at least one prompt column: the first response token is scored by the "
+                         "last prompt position")
+    positions = positions_from_segment_ids(sequences.segment_ids)
+    responses = sequences.response_mask.shape[1]
+    head = output_embedding(params, config).astype(jnp.dtype(config.compute_dtype))
+    statistics = partial(_chunked_head, head=head, with_entropy=with_entropy, keep_logits=keep_logits)
+    if capacity is None:
+        h, _ = hidden_states(params, sequences.tokens, positions, sequences.segment_ids, config=config)
+        return statistics(h[:, prompt_length - 1:prompt_length - 1 + responses], sequences.response_tokens,
+                          chunk=chunk)
+
+    tokens = pack(sequences.segment_ids, capacity.groups, capacity.tokens)
+    h, _ = hidden_states(params, sequences.tokens, positions, sequences.segment_ids, config=config, packing=tokens)
+    scored = pack(sequences.response_mask, capacity.groups, capacity.responses)
+    # The stream slot of the position that scores each response token: the one before it.
+    scorers = to_stream(tokens.put[:, prompt_length - 1:prompt_length - 1 + responses], scored)
+    h = take_slots(h, scorers)
+    # As many logits at once as unpacked: `chunk` positions of each of a stream's B / G rows.
+    log_probs, entropy = statistics(h, to_stream(sequences.response_tokens, scored),
+                                    chunk=chunk * (sequences.response_mask.shape[0] // capacity.groups))
+
+    def in_rows(x):
+        return jnp.where(sequences.response_mask != 0, to_rows(x, scored), 0.0)
+
+    return in_rows(log_probs), (in_rows(entropy) if with_entropy else None)

@@ -28,16 +28,18 @@ from primejax import algo
 from primejax.data import PromptDataset, PromptIterator, load_prompt_records
 from primejax.models import ModelConfig, load_hf_checkpoint
 from primejax.models.params import Params
-from primejax.parallel import Layout, gather_shares, make_mesh, param_shardings, process_share, put_global
+from primejax.parallel import Layout, gather_shares, make_mesh, param_shardings, process_share, put_global, to_host
 from primejax.tokenizer import Tokenizer
 from primejax.train import config as config_lib
-from primejax.train import setup
+from primejax.train import packing, setup
 from primejax.train.checkpoint import Checkpointer
 from primejax.train.evaluation import Evaluator
 from primejax.train.export import export_model
+from primejax.train.logprobs import Sequences
 from primejax.train.metrics import MetricsWriter, Progress
+from primejax.train.packing import Capacity
 from primejax.train.rollouts import RolloutCollector
-from primejax.train.steps import ModelState, Placement
+from primejax.train.steps import ModelState, Placement, minibatch_order
 from primejax.verifiers import VerifierConfig, VerifierPool
 
 PROGRESS_KEYS = ("reward/outcome_mean", "train/outcome_reward", "prm/accuracy", "actor/pg_loss", "eval/pass@1")
@@ -166,6 +168,22 @@ class Trainer:
         base = jax.random.wrap_key_data(self.state["rng"])
         return jax.random.fold_in(jax.random.fold_in(base, ("train", "eval").index(stream)), step)
 
+    def _capacities(self, sequences: Sequences, policy_key: jax.Array) -> dict[str, Capacity | None]:
+        """The packed stream sizes (`primejax.train.packing`) of the scoring pass and of both updates'
+        micro-batches on this batch (the policy's mini-batches are those `policy_key` shuffles);
+        None each without packing."""
+        c = self.config
+        rows = sequences.response_mask.shape[0]
+        if not c.packing.enabled:
+            return dict.fromkeys(("score", "prm", "policy"))
+        in_order = np.arange(rows)[None]
+        policy_order = to_host(minibatch_order(policy_key, rows, self.steps.policy_options))
+        plans = {"score": (in_order, c.score_micro_batch_size or rows), "prm": (in_order, c.prm.micro_batch_size),
+                 "policy": (policy_order, c.actor.micro_batch_size)}
+        return {name: packing.capacity(sequences.segment_ids, sequences.response_mask, order, micro_batch=micro,
+                                       groups=self.layout.batch_shards, buckets=c.packing.buckets)
+                for name, (order, micro) in plans.items()}
+
     def _generation_params(self) -> Params:
         """The policy's weights as the sampler reads them (a copy in `rollout.dtype` / `rollout.sharding`
         when those differ from the policy's)."""
@@ -196,7 +214,8 @@ class Trainer:
         schedule = c.prm.schedule if self.uses_prm else "none"
         if self.uses_prm and schedule in ("none", "reverse"):
             models["prm"] = self.state["prm"].params
-        scored = jax.block_until_ready(steps.score(models, sequences))
+        capacity = self._capacities(batch.sequences, jax.random.fold_in(key, 1))
+        scored = jax.block_until_ready(steps.score(models, sequences, capacity=capacity["score"]))
         timings["time/score"] = time.perf_counter() - clock
         old_log_probs = scored["policy_log_probs"]
         ref_log_probs = scored.get("reference_log_probs", old_log_probs)
@@ -211,9 +230,10 @@ class Trainer:
                 q_bc, acc_bc = algo.group_statistics(algo.log_ratio(scored["prm_log_probs"], ref_log_probs), acc,
                                                      mask, c.rollout.n)
             self.state["prm"], prm_log_probs, prm_metrics = steps.prm_update(
-                self.state["prm"], sequences, ref_log_probs, acc, q_bc, acc_bc)
+                self.state["prm"], sequences, ref_log_probs, acc, q_bc, acc_bc, capacity=capacity["prm"])
             if schedule == "before":
-                prm_log_probs = steps.score({"prm": self.state["prm"].params}, sequences)["prm_log_probs"]
+                prm_log_probs = steps.score({"prm": self.state["prm"].params}, sequences,
+                                            capacity=capacity["score"])["prm_log_probs"]
             jax.block_until_ready(prm_log_probs)
         timings["time/prm_update"] = time.perf_counter() - clock
 
@@ -221,7 +241,7 @@ class Trainer:
         advantages, adv_metrics = steps.advantages(prm_log_probs, ref_log_probs, acc, mask)
         self.state["policy"], actor_metrics = steps.policy_update(
             self.state["policy"], sequences, old_log_probs, ref_log_probs if c.actor.kl_coef else None, advantages,
-            jax.random.fold_in(key, 1))
+            jax.random.fold_in(key, 1), capacity=capacity["policy"])
         jax.block_until_ready(self.state["policy"])
         timings["time/policy_update"] = time.perf_counter() - clock
 

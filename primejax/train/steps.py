@@ -31,6 +31,7 @@ from primejax.models import ModelConfig
 from primejax.models.params import Params
 from primejax.parallel.rules import Layout, constrain_rows, replicate, traced_under
 from primejax.train.logprobs import Sequences, chunked_log_probs
+from primejax.train.packing import Capacity
 
 Metrics = dict[str, jax.Array]
 
@@ -121,19 +122,20 @@ def _apply(optimizer: optax.GradientTransformation, state: ModelState, grads: Pa
 
 
 def score(models: dict[str, Params], sequences: Sequences, *, configs: dict[str, ModelConfig], chunk: int,
-          micro_batch: int = 0, entropy_of: str = "policy") -> dict[str, jax.Array]:
+          micro_batch: int = 0, entropy_of: str = "policy", capacity: Capacity | None = None) -> dict[str, jax.Array]:
     """Log-probs [B, R] of every model in `models` ("policy", "reference", "prm"), one program.
 
     Returns `{name}_log_probs` for each, and `entropy` of `entropy_of` when it is among them. With
     `micro_batch` (rows, dividing B), the rows are scored that many at a time in a loop, so only a
-    micro-batch's activations exist; 0 scores the whole batch at once.
+    micro-batch's activations exist; 0 scores the whole batch at once. `capacity` packs each
+    micro-batch (`chunked_log_probs`).
     """
 
     def score_rows(rows: Sequences) -> dict[str, jax.Array]:
         out = {}
         for name, params in models.items():
             log_probs, entropy = chunked_log_probs(params, rows, config=configs[name], chunk=chunk,
-                                                   with_entropy=name == entropy_of)
+                                                   with_entropy=name == entropy_of, capacity=capacity)
             out[f"{name}_log_probs"] = log_probs
             if entropy is not None:
                 out["entropy"] = entropy
@@ -150,7 +152,8 @@ def score(models: dict[str, Params], sequences: Sequences, *, configs: dict[str,
 def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, acc: jax.Array,
                q_bc: jax.Array | None, acc_bc: jax.Array | None, *, config: ModelConfig,
                optimizer: optax.GradientTransformation, options: PrmOptions,
-               chunk: int, keep_logits: bool = False) -> tuple[ModelState, jax.Array, Metrics]:
+               chunk: int, keep_logits: bool = False,
+               capacity: Capacity | None = None) -> tuple[ModelState, jax.Array, Metrics]:
     """One pass of AdamW steps over the batch in order, one per mini-batch (SPEC §3.3, `after`).
 
     Mini-batch k is scored by the PRM after the steps on mini-batches 0 … k − 1 and its loss is the
@@ -168,7 +171,7 @@ def prm_update(prm: ModelState, sequences: Sequences, ref_log_probs: jax.Array, 
     def micro_loss(params, batch):
         seqs, ref, acc_m, q_bc_m, acc_bc_m = constrain_rows(batch)
         log_probs, _ = chunked_log_probs(params, seqs, config=config, chunk=chunk, with_entropy=False,
-                                         keep_logits=keep_logits)
+                                         keep_logits=keep_logits, capacity=capacity)
         q = algo.log_ratio(log_probs, ref)
         return loss_fn(q, acc_m, seqs.response_mask, q_bc_m, acc_bc_m), log_probs
 
@@ -222,32 +225,40 @@ def advantages(prm_log_probs: jax.Array | None, ref_log_probs: jax.Array | None,
     return adv, metrics
 
 
+def minibatch_order(key: jax.Array, rows: int, options: PolicyOptions) -> jax.Array:
+    """[epochs · rows / mini_batch, mini_batch] int32: the rows of each PPO mini-batch in order, a fresh
+    permutation of the batch per epoch (fold_in(key, epoch)) when `shuffle`."""
+    if options.shuffle:
+        order = jnp.stack([jax.random.permutation(jax.random.fold_in(key, e), rows) for e in range(options.epochs)])
+    else:
+        order = jnp.tile(jnp.arange(rows), (options.epochs, 1))
+    return order.reshape(-1, options.mini_batch)
+
+
 def policy_update(policy: ModelState, sequences: Sequences, old_log_probs: jax.Array,
                   ref_log_probs: jax.Array | None, adv: jax.Array, key: jax.Array, *, config: ModelConfig,
                   optimizer: optax.GradientTransformation, options: PolicyOptions,
-                  chunk: int, keep_logits: bool = False) -> tuple[ModelState, Metrics]:
+                  chunk: int, keep_logits: bool = False, capacity: Capacity | None = None) -> tuple[ModelState, Metrics]:
     """PPO: `epochs` passes over the batch in mini-batches (reshuffled per epoch when `shuffle`),
     one AdamW step each on  L = pg_loss − entropy_coef · entropy + kl_coef · kl  (SPEC §5).
 
     Each micro-batch's loss is aggregated with the mini-batch's token and sequence counts, so the
     accumulated gradient is that of the mini-batch's loss. Metrics are means over mini-batches, plus
-    the updated params' norm.
+    the updated params' norm. The mini-batches are `minibatch_order(key, B, options)`; `capacity`
+    packs each micro-batch (`chunked_log_probs`).
     """
     loss_fn = algo.POLICY_LOSSES.bind(options.loss, agg=options.agg, **dict(options.loss_options))
     rows = sequences.response_mask.shape[0]
-    mini, micro = options.mini_batch, options.micro_batch
-    if options.shuffle:
-        order = jnp.stack([jax.random.permutation(jax.random.fold_in(key, e), rows) for e in range(options.epochs)])
-    else:
-        order = jnp.tile(jnp.arange(rows), (options.epochs, 1))
-    order = order.reshape(-1, mini)
+    micro = options.micro_batch
+    order = minibatch_order(key, rows, options)
     data = replicate((sequences, old_log_probs, ref_log_probs, adv))
 
     def micro_loss(params, batch, counts):
         seqs, old, ref, a = constrain_rows(batch)
         mask = seqs.response_mask
         log_probs, entropy = chunked_log_probs(params, seqs, config=config, chunk=chunk,
-                                               with_entropy=options.entropy_coef != 0, keep_logits=keep_logits)
+                                               with_entropy=options.entropy_coef != 0, keep_logits=keep_logits,
+                                               capacity=capacity)
         pg_loss, metrics = loss_fn(log_probs, old, a, mask, **counts)
         loss = pg_loss
         metrics = {**metrics, "pg_loss": pg_loss}
@@ -310,6 +321,7 @@ class Steps:
     prm_update: Callable
     advantages: Callable
     policy_update: Callable
+    policy_options: PolicyOptions
 
 
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
@@ -331,13 +343,14 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
 
     return Steps(
         score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
-                  static_argnames=("entropy_of",)),
+                  static_argnames=("entropy_of", "capacity")),
         prm_update=jit(partial(prm_update, config=prm_config, optimizer=prm_optimizer, options=prm_options,
                                chunk=chunk, keep_logits=keep_logits), (placement.prm, rows, replicated),
-                       donate_argnums=0),
+                       donate_argnums=0, static_argnames=("capacity",)),
         advantages=jit(partial(advantages, options=advantage_options), (rows, replicated)),
         policy_update=jit(partial(policy_update, config=policy_config, optimizer=policy_optimizer,
                                   options=policy_options, chunk=chunk, keep_logits=keep_logits),
                           (placement.policy, replicated),
-                          donate_argnums=0),
+                          donate_argnums=0, static_argnames=("capacity",)),
+        policy_options=policy_options,
     )
