@@ -11,6 +11,9 @@ What it measures, per dtype:
     `actor` sections; `--chunk` response positions of logits exist at once, and the update steps
     keep every chunk's float32 logits for their backward pass (`keep_logits`, B * R * V * 4 bytes,
     as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them to remake them.
+  * primejax packed (`packing.enabled`): the same steps on the real tokens only, in streams of the
+    sizes the trainer's loop would choose (`primejax.train.packing`, the default buckets); its
+    GFLOP/s counts the streams' tokens and scored positions. Both primejax sides run every round.
   * PyTorch: three `transformers` Qwen2ForCausalLM loaded from the same weights (saved with
     `save_hf_checkpoint`), sdpa attention, eager. Scoring runs under no_grad with
     `logits_to_keep = R + 1`, so both sides apply the output head to the response only; then

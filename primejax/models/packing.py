@@ -36,10 +36,6 @@ class Packing:
     def groups(self) -> int:
         return self.take.shape[0]
 
-    @property
-    def capacity(self) -> int:
-        return self.take.shape[1]
-
 
 def pack(mask: jax.Array, groups: int, capacity: int) -> Packing:
     """The packing of the non-zero slots of `mask` [B, S] into `groups` streams of `capacity` slots.

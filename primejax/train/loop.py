@@ -214,7 +214,8 @@ class Trainer:
         schedule = c.prm.schedule if self.uses_prm else "none"
         if self.uses_prm and schedule in ("none", "reverse"):
             models["prm"] = self.state["prm"].params
-        capacity = self._capacities(batch.sequences, jax.random.fold_in(key, 1))
+        policy_key = jax.random.fold_in(key, 1)
+        capacity = self._capacities(batch.sequences, policy_key)
         scored = jax.block_until_ready(steps.score(models, sequences, capacity=capacity["score"]))
         timings["time/score"] = time.perf_counter() - clock
         old_log_probs = scored["policy_log_probs"]
@@ -241,7 +242,7 @@ class Trainer:
         advantages, adv_metrics = steps.advantages(prm_log_probs, ref_log_probs, acc, mask)
         self.state["policy"], actor_metrics = steps.policy_update(
             self.state["policy"], sequences, old_log_probs, ref_log_probs if c.actor.kl_coef else None, advantages,
-            jax.random.fold_in(key, 1), capacity=capacity["policy"])
+            policy_key, capacity=capacity["policy"])
         jax.block_until_ready(self.state["policy"])
         timings["time/policy_update"] = time.perf_counter() - clock
 
