@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
-from primejax.models.linear import ACTIVATIONS, head_logits, linear
+from primejax.models.linear import ACTIVATIONS, head_logits, head_logits_t, linear
 from primejax.models.mlp import gated_mlp
 from primejax.models.transformer import rms_norm
 from primejax.train.logprobs import token_statistics
@@ -38,18 +38,22 @@ def test_linear_gradients_equal_autodiff_of_the_product(in_out):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_head_logits_gradients_equal_autodiff_in_float32_and_stay_close_in_bfloat16():
+@pytest.mark.parametrize("transposed", [False, True], ids=["head", "transposed-head"])
+def test_head_logits_gradients_equal_autodiff_in_float32_and_stay_close_in_bfloat16(transposed):
     keys = jax.random.split(jax.random.key(1), 3)
     h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (VOCAB, 8))
     weights = _random(keys[2], (*TOKENS, VOCAB))
-    plain = _grads(lambda h, w: jnp.einsum("...h,vh->...v", h, w), h, head, weights)
-    ours = _grads(head_logits, h, head, weights)
-    assert head_logits(h, head).dtype == jnp.float32
+    spec, fn = ("...h,hv->...v", head_logits_t) if transposed else ("...h,vh->...v", head_logits)
+    head = head.T if transposed else head
+    plain = _grads(lambda h, w: jnp.einsum(spec, h, w), h, head, weights)
+    ours = _grads(fn, h, head, weights)
+    assert fn(h, head).dtype == jnp.float32
     for a, b in zip(ours, plain):
+        assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     h16, head16 = h.astype(jnp.bfloat16), head.astype(jnp.bfloat16)
-    assert head_logits(h16, head16).dtype == jnp.float32
-    for a, b in zip(_grads(head_logits, h16, head16, weights), plain):
+    assert fn(h16, head16).dtype == jnp.float32
+    for a, b in zip(_grads(fn, h16, head16, weights), plain):
         assert a.dtype == jnp.bfloat16
         scale = float(jnp.max(jnp.abs(b)))
         np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * scale)
@@ -122,12 +126,12 @@ def _statistics_objective(fn, weights):
 @pytest.mark.parametrize("keep_logits", [True, False], ids=["kept", "remade"])
 def test_token_statistics_gradients_equal_autodiff_of_log_softmax(with_entropy, keep_logits):
     keys = jax.random.split(jax.random.key(4), 5)
-    h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (VOCAB, 8))
+    h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (8, VOCAB))
     targets = jax.random.randint(keys[2], TOKENS, 0, VOCAB)
     weights = (_random(keys[3], TOKENS), _random(keys[4], TOKENS))
 
     def plain(h, head):
-        logits = jnp.einsum("...h,vh->...v", h, head)
+        logits = jnp.einsum("...h,hv->...v", h, head)
         return token_log_probs(logits, targets), entropy_from_logits(logits) if with_entropy else None
 
     def ours(h, head):

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
 from primejax.models import ModelConfig, hidden_states, positions_from_segment_ids
-from primejax.models.linear import head_logits
+from primejax.models.linear import head_logits_t
 from primejax.models.packing import pack, take_slots, to_rows, to_stream
 from primejax.models.params import Params
 from primejax.models.transformer import output_embedding
@@ -71,36 +71,37 @@ class Sequences:
         return jax.tree.map(lambda x: x[index], self)
 
 
-def _logits(h: jax.Array, head: jax.Array) -> jax.Array:
-    return constrain(head_logits(h, head), ("batch", "length", "act_vocab"))
+def _logits(h: jax.Array, head_t: jax.Array) -> jax.Array:
+    return constrain(head_logits_t(h, head_t), ("batch", "length", "act_vocab"))
 
 
-def _statistics(h, head, targets, with_entropy):
-    logits = _logits(h, head)
+def _statistics(h, head_t, targets, with_entropy):
+    logits = _logits(h, head_t)
     entropy = entropy_from_logits(logits) if with_entropy else None
     return logits, token_log_probs(logits, targets), entropy
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def token_statistics(h: jax.Array, head: jax.Array, targets: jax.Array, with_entropy: bool,
+def token_statistics(h: jax.Array, head_t: jax.Array, targets: jax.Array, with_entropy: bool,
                      keep_logits: bool) -> tuple[jax.Array, jax.Array | None]:
-    """(lp, H or None) [...] float32 of hidden states h [..., hidden], a head [vocab, hidden] and the
-    taken tokens [...]: lp = log_softmax(h · headᵀ)[y], H its entropy. The backward pass is the one
-    of the module doc; `keep_logits` chooses whether it remakes the logits or keeps them."""
-    return _statistics(h, head, targets, with_entropy)[1:]
+    """(lp, H or None) [...] float32 of hidden states h [..., hidden], the transposed head head_t
+    [hidden, vocab] (`head_logits_t`) and the taken tokens [...]: lp = log_softmax(h · head_t)[y], H
+    its entropy. The backward pass is the one of the module doc; `keep_logits` chooses whether it
+    remakes the logits or keeps them."""
+    return _statistics(h, head_t, targets, with_entropy)[1:]
 
 
-def _token_statistics_fwd(h, head, targets, with_entropy, keep_logits):
-    logits, log_probs, entropy = _statistics(h, head, targets, with_entropy)
+def _token_statistics_fwd(h, head_t, targets, with_entropy, keep_logits):
+    logits, log_probs, entropy = _statistics(h, head_t, targets, with_entropy)
     lse = jax.nn.logsumexp(logits, axis=-1)
-    return (log_probs, entropy), (h, head, targets, lse, entropy, logits if keep_logits else None)
+    return (log_probs, entropy), (h, head_t, targets, lse, entropy, logits if keep_logits else None)
 
 
 def _token_statistics_bwd(with_entropy, keep_logits, residuals, cotangents):
-    h, head, targets, lse, entropy, kept = residuals
+    h, head_t, targets, lse, entropy, kept = residuals
     d_log_probs, d_entropy = cotangents
     # With kept logits the remade ones are unused and XLA drops their product.
-    remade, logits_vjp = jax.vjp(_logits, h, head)
+    remade, logits_vjp = jax.vjp(_logits, h, head_t)
     logits = remade if kept is None else kept
     log_p = logits - lse[..., None]
     coefficient = d_log_probs[..., None]
@@ -114,10 +115,10 @@ def _token_statistics_bwd(with_entropy, keep_logits, residuals, cotangents):
 token_statistics.defvjp(_token_statistics_fwd, _token_statistics_bwd)
 
 
-def _chunked_head(h: jax.Array, targets: jax.Array, head: jax.Array, *, chunk: int, with_entropy: bool,
+def _chunked_head(h: jax.Array, targets: jax.Array, head_t: jax.Array, *, chunk: int, with_entropy: bool,
                   keep_logits: bool) -> tuple[jax.Array, jax.Array | None]:
     """`token_statistics` of h [X, N, hidden] and targets [X, N], `chunk` positions of N (X · chunk
-    logits) at a time."""
+    logits) at a time, given the transposed head [hidden, vocab]."""
     rows, length = targets.shape
     chunk = min(chunk, length)
     pad = -length % chunk
@@ -130,7 +131,7 @@ def _chunked_head(h: jax.Array, targets: jax.Array, head: jax.Array, *, chunk: i
 
     def body(_, xs):
         h_chunk, target_chunk = xs
-        return None, token_statistics(h_chunk, head, target_chunk, with_entropy, keep_logits)
+        return None, token_statistics(h_chunk, head_t, target_chunk, with_entropy, keep_logits)
 
     _, (log_probs, entropy) = jax.lax.scan(body, None, (h, targets))
 
@@ -161,8 +162,9 @@ def chunked_log_probs(params: Params, sequences: Sequences, *, config: ModelConf
                          "last prompt position")
     positions = positions_from_segment_ids(sequences.segment_ids)
     responses = sequences.response_mask.shape[1]
-    head = output_embedding(params, config).astype(jnp.dtype(config.compute_dtype))
-    statistics = partial(_chunked_head, head=head, with_entropy=with_entropy, keep_logits=keep_logits)
+    # Transposed once here rather than once per chunk in the backward pass (`head_logits_t`).
+    head_t = output_embedding(params, config).astype(jnp.dtype(config.compute_dtype)).T
+    statistics = partial(_chunked_head, head_t=head_t, with_entropy=with_entropy, keep_logits=keep_logits)
     if capacity is None:
         h, _ = hidden_states(params, sequences.tokens, positions, sequences.segment_ids, config=config)
         return statistics(h[:, prompt_length - 1:prompt_length - 1 + responses], sequences.response_tokens,
