@@ -11,6 +11,8 @@ What it measures, per dtype:
     `actor` sections; `--chunk` response positions of logits exist at once, and the update steps
     keep every chunk's float32 logits for their backward pass (`keep_logits`, B * R * V * 4 bytes,
     as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them to remake them.
+    They compile with the XLA options of the trainer's default `cpu_products` ("auto": Eigen
+    products in float32, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`).
   * primejax packed (`packing.enabled`): the same steps on the real tokens only, in streams of the
     sizes the trainer's loop would choose (`primejax.train.packing`, the default buckets); its
     GFLOP/s counts the streams' tokens and scored positions. Both primejax sides run every round.
@@ -77,7 +79,8 @@ from primejax.train.config import base_config
 from primejax.train.logprobs import Sequences
 from primejax.train.optim import make_optimizer
 from primejax.train.packing import capacity
-from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, make_steps
+from primejax.train.steps import (AdvantageOptions, ModelState, PolicyOptions, PrmOptions, cpu_compiler_options,
+                                  make_steps)
 
 SMALL = {"hidden_size": 512, "intermediate_size": 1536, "num_heads": 8, "num_kv_heads": 4, "head_dim": 64}
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -145,7 +148,8 @@ class JaxUpdate:
             advantage_options=AdvantageOptions(),
             policy_options=PolicyOptions(loss="ppo_clip", agg=c.actor.loss_agg, mini_batch=batch, micro_batch=batch,
                                          shuffle=False),
-            chunk=args.chunk, keep_logits=not args.remake_logits)
+            chunk=args.chunk, keep_logits=not args.remake_logits,
+            compiler_options=cpu_compiler_options(c.cpu_products, config.compute_dtype, jax.default_backend()))
         # One whole-batch micro-batch in every step, rows in order: one capacity serves all three.
         self.capacity = capacity(data["segment_ids"], data["response_mask"], np.arange(batch)[None], micro_batch=batch,
                                  groups=1, buckets=c.packing.buckets) if packed else None

@@ -155,6 +155,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     ({"algo.process_gamma": 0.9, "algo.advantage": "grpo"}, "algo.process_gamma"),
     ({"actor.lr": -1.0}, "actor.lr"),
     ({"packing.buckets": 0}, "packing.buckets"),
+    ({"cpu_products": "mkl"}, "cpu_products"),
     ({"demo.enabled": False}, "model.path"),
     ({"demo.answer_only_fraction": 1.2}, "demo.answer_only_fraction"),
 ])

@@ -13,8 +13,8 @@ from primejax.models import ModelConfig, forward, init_params, positions_from_se
 from primejax.sft import sft_step
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
-from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, policy_update, \
-    prm_update, score
+from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, \
+    cpu_compiler_options, policy_update, prm_update, score
 
 CONFIG = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                      head_dim=8, max_position_embeddings=64)
@@ -230,3 +230,22 @@ def test_sft_step_lowers_the_response_loss_and_ignores_the_prompt(params, batch)
     lp = _full_log_probs(params, batch)[0]
     expected = -np.sum(np.where(batch.response_mask, lp, 0)) / np.sum(batch.response_mask)
     np.testing.assert_allclose(losses[0], expected, rtol=1e-5)
+
+
+def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_result():
+    eigen = cpu_compiler_options("eigen", "float32", "cpu")
+    assert eigen and cpu_compiler_options("auto", "float32", "cpu") == eigen
+    assert cpu_compiler_options("eigen", "bfloat16", "cpu") == eigen
+    assert cpu_compiler_options("auto", "bfloat16", "cpu") == {}
+    assert cpu_compiler_options("ynnpack", "float32", "cpu") == {}
+    assert cpu_compiler_options("eigen", "float32", "tpu") == cpu_compiler_options("auto", "float32", "gpu") == {}
+
+    keys = jax.random.split(jax.random.key(0), 2)
+    x, w = jax.random.normal(keys[0], (64, 32)), jax.random.normal(keys[1], (32, 48))
+
+    def fn(x, w):
+        return jnp.tanh(x @ w).sum(-1)
+
+    compiled = jax.jit(fn, compiler_options=eigen).lower(x, w).compile()
+    assert "__ynn_fusion" not in compiled.as_text()
+    np.testing.assert_allclose(compiled(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-5)

@@ -31,6 +31,7 @@ from primejax.train.steps import (
     PolicyOptions,
     PrmOptions,
     Steps,
+    cpu_compiler_options,
     make_steps,
 )
 
@@ -109,4 +110,13 @@ def build_steps(c: ml_collections.ConfigDict, configs: Roles, actor_optimizer: o
             kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
             micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
         chunk=c.logprob_chunk, keep_logits=c.keep_logits, score_micro_batch=c.score_micro_batch_size,
-        placement=placement)
+        placement=placement, compiler_options=cpu_compiler_options(c.cpu_products, configs.policy.compute_dtype,
+                                                                   _platform(placement)))
+
+
+def _platform(placement: Placement) -> str:
+    """The platform the steps compile for: the mesh's devices' (a TPU topology when planning ahead
+    of time), else the default backend's."""
+    if placement.layout is None:
+        return jax.default_backend()
+    return placement.layout.mesh.devices.flat[0].platform

@@ -324,22 +324,35 @@ class Steps:
     policy_options: PolicyOptions
 
 
+def cpu_compiler_options(products: str, compute_dtype: str, platform: str) -> dict[str, str]:
+    """XLA options that make the step functions multiply with `products` (a run's `cpu_products`:
+    "eigen", "ynnpack", or "auto": eigen for float32 `compute_dtype`, ynnpack otherwise) when they
+    compile for `platform` "cpu"; none elsewhere, and none for ynnpack, XLA's default."""
+    if products == "auto":
+        products = "eigen" if jnp.dtype(compute_dtype) == jnp.float32 else "ynnpack"
+    if platform != "cpu" or products == "ynnpack":
+        return {}
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
                policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
                prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
                chunk: int, keep_logits: bool = False, score_micro_batch: int = 0,
-               placement: Placement = Placement()) -> Steps:
+               placement: Placement = Placement(), compiler_options: dict[str, str] | None = None) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
     updates are donated; `chunk` and `keep_logits` are `chunked_log_probs`'s. With a layout, outputs
     get the shardings of `Placement` and activations are constrained by its rules; without one,
-    inputs keep the shardings the caller gave them."""
+    inputs keep the shardings the caller gave them. `compiler_options` go to XLA with every step
+    (`cpu_compiler_options`)."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
     rows, replicated = placement.rows(), placement.replicated()
 
     def jit(fn, out_shardings, **kwargs):
         if placement.layout is None:
             out_shardings = None
-        return jax.jit(traced_under(fn, placement.layout), out_shardings=out_shardings, **kwargs)
+        return jax.jit(traced_under(fn, placement.layout), out_shardings=out_shardings,
+                       compiler_options=compiler_options, **kwargs)
 
     return Steps(
         score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
