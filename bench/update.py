@@ -8,9 +8,10 @@ What it measures, per dtype:
     is one optimizer step on the whole batch (mini-batch = micro-batch = B).
   * primejax: `make_steps` of `primejax.train.steps` (score, prm_update, policy_update as the
     trainer jits them), optimizers from `make_optimizer` on the trainer's default `prm` and
-    `actor` sections; `--chunk` response positions of logits exist at once, and the update steps
-    keep every chunk's float32 logits for their backward pass (`keep_logits`, B * R * V * 4 bytes,
-    as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them to remake them.
+    `actor` sections; scoring makes `--chunk` response positions of logits at once, and the update
+    steps make all of them at once and keep them for their backward pass (`keep_logits`,
+    B * R * V * 4 bytes, as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them
+    to remake them `--chunk` positions at a time.
     They compile with the XLA options of the trainer's default `cpu_products` ("auto": Eigen
     products in float32, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`).
   * primejax packed (`packing.enabled`): the same steps on the real tokens only, in streams of the
@@ -269,7 +270,8 @@ def run_case(dtype, args):
         f"heads x {config.head_dim}; {config.num_params / 1e6:.1f}M params per model; batch {args.batch} x "
         f"({args.prompt_len} prompt + {args.response_len} response) = {tokens} tokens, "
         f"{int(data['segment_ids'].sum())} real; logits chunk {args.chunk} positions, "
-        f"{'remade' if args.remake_logits else 'kept'} for the backward pass")
+        + ("remade by chunk in the backward pass" if args.remake_logits else
+           "in scoring; the updates make all at once and keep them for the backward pass"))
     sides = {"padded": JaxUpdate(config, params, data, args, packed=False),
              "packed": JaxUpdate(config, params, data, args, packed=True),
              "torch": TorchUpdate(config, params, data, args, dtype)}
