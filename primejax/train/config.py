@@ -68,8 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.steps = 592  # RL iterations; the paper's final model is step 592
     c.logprob_chunk = 512  # response positions whose logits exist at once
-    # Whether the update steps keep each chunk's float32 logits for the backward pass (one output-head
-    # product fewer per step; rows × response length × vocab × 4 more bytes per micro-batch).
+    # Whether the update steps make a micro-batch's float32 logits in one piece and keep them for the
+    # backward pass instead of remaking them chunk by chunk (one output-head product fewer per step;
+    # 2 × rows × response length × vocab × 4 more bytes per micro-batch, with the logits' cotangent).
     c.keep_logits = False
     c.score_micro_batch_size = 0  # rows scored at once by the old policy, reference and PRM (0: all)
     # Padding-free steps (primejax.models.packing): scoring and both updates run the layers on the real
