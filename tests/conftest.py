@@ -10,9 +10,15 @@ import pytest  # noqa: E402
 
 from tests import hf_models
 
-# Compiled programs persist across runs of the suite (CPU compiles dominate its time).
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".cache", "jax"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Compiled programs persist across runs of the suite and are shared with the trainers, notebooks and
+# multi-device scripts that tests start as subprocesses (they inherit the environment): CPU compiles
+# dominate the suite's time, and many subprocesses compile the programs of the same tiny config.
+CACHE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".cache", "jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE_DIR)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,10 @@ from tests.multidevice import run_on_cpu_devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(ROOT, "tests", "train_config.py")
-MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+# The settings of TRAINER_ON_A_MESH, whose test runs first: the one-process run below finds its programs in
+# the compilation cache.
+MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+        "--config.reference.sharding=replicated"]
 
 
 def _env(devices: int, **extra) -> dict:
@@ -41,6 +44,35 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TRAINER_ON_A_MESH = textwrap.dedent("""
+    import sys
+    import jax
+    from jax.sharding import PartitionSpec as P
+    from primejax.train.demo import prepare_demo
+    from primejax.train.loop import Trainer
+    from tests.train_config import get_config
+
+    c = get_config()
+    c.mesh.update({"data": 2, "fsdp": 2, "tensor": 2})
+    c.reference.sharding = "replicated"
+    trainer = Trainer(prepare_demo(c, sys.argv[1]), sys.argv[1] + "/run")
+    with trainer.session():
+        metrics, _ = trainer.iteration(1)
+    policy, prm = trainer.state["policy"], trainer.state["prm"]
+    for tree in (policy.params, prm.params, policy.opt_state[1][0].mu):
+        assert tree["layers"]["mlp"]["gate"]["kernel"].sharding.spec == P(None, "fsdp", "tensor")
+        assert tree["embed"]["embedding"].sharding.spec == P("tensor", "fsdp")
+    assert trainer.reference["layers"]["mlp"]["gate"]["kernel"].sharding.spec == P()
+    assert all(leaf.sharding.mesh.devices.size == 8 for leaf in jax.tree.leaves(policy))
+    assert all(v == v for v in metrics.values()), metrics
+    print("ok")
+""")
+
+
+def test_trainer_state_is_sharded_by_the_rules(tmp_path):
+    run_on_cpu_devices(TRAINER_ON_A_MESH.replace("sys.argv[1]", repr(str(tmp_path))), 8)
 
 
 def test_two_processes_train_as_one(tmp_path):
@@ -73,32 +105,3 @@ def test_two_processes_train_as_one(tmp_path):
         difference = np.abs(exports[0][name] - exports[1][name])
         assert difference.max() < 1e-3 and difference.mean() < 1e-6, (name, difference.max(), difference.mean())
     assert sorted(os.listdir(two / "checkpoints")) == ["2"]
-
-
-TRAINER_ON_A_MESH = textwrap.dedent("""
-    import sys
-    import jax
-    from jax.sharding import PartitionSpec as P
-    from primejax.train.demo import prepare_demo
-    from primejax.train.loop import Trainer
-    from tests.train_config import get_config
-
-    c = get_config()
-    c.mesh.update({"data": 2, "fsdp": 2, "tensor": 2})
-    c.reference.sharding = "replicated"
-    trainer = Trainer(prepare_demo(c, sys.argv[1]), sys.argv[1] + "/run")
-    with trainer.session():
-        metrics, _ = trainer.iteration(1)
-    policy, prm = trainer.state["policy"], trainer.state["prm"]
-    for tree in (policy.params, prm.params, policy.opt_state[1][0].mu):
-        assert tree["layers"]["mlp"]["gate"]["kernel"].sharding.spec == P(None, "fsdp", "tensor")
-        assert tree["embed"]["embedding"].sharding.spec == P("tensor", "fsdp")
-    assert trainer.reference["layers"]["mlp"]["gate"]["kernel"].sharding.spec == P()
-    assert all(leaf.sharding.mesh.devices.size == 8 for leaf in jax.tree.leaves(policy))
-    assert all(v == v for v in metrics.values()), metrics
-    print("ok")
-""")
-
-
-def test_trainer_state_is_sharded_by_the_rules(tmp_path):
-    run_on_cpu_devices(TRAINER_ON_A_MESH.replace("sys.argv[1]", repr(str(tmp_path))), 8)
