@@ -22,7 +22,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from primejax.experiments.replication import (  # noqa: E402
@@ -32,11 +31,10 @@ from primejax.experiments.replication import (  # noqa: E402
     run_summary,
     steps_to_reach,
 )
-from primejax.train.config import DEMO_CONFIG, load_config  # noqa: E402
-from primejax.train.demo import prepare_demo  # noqa: E402
-from primejax.train.export import export_model  # noqa: E402
-from primejax.train.loop import Trainer  # noqa: E402
 
+# JAX and the trainer are imported in the functions that use them: every verifier worker re-imports this
+# script (multiprocessing does so with a script's main module), and those imports took 2.5 s a worker.
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.py")
 SMOKE_CONFIG = os.path.join(ROOT, "tests", "train_config.py")
 # The pairs the paper compares (§4.2, §5.1, §5.3, App. B.2): (without, with).
 PAIRS = [("rloo_outcome", "prime"), ("reinforce", "reinforce_prime"), ("grpo", "grpo_prime"),
@@ -48,6 +46,8 @@ def log(*args):
 
 
 def base_config(args):
+    from primejax.train.config import load_config
+
     config = load_config(args.base_config)
     config.demo.seed = 0
     config.log.progress = False
@@ -60,6 +60,9 @@ def base_config(args):
 
 def offline_prm(start, seed, workdir, steps):
     """Trains the PRM with the policy held at the SFT model; returns the directory of its export."""
+    from primejax.train.export import export_model
+    from primejax.train.loop import Trainer
+
     path = os.path.join(workdir, "prm")
     if not os.path.isfile(os.path.join(path, "config.json")):
         config = apply(start, {**offline_prm_overrides(steps), "seed": seed})
@@ -71,6 +74,8 @@ def offline_prm(start, seed, workdir, steps):
 
 def run(config, workdir):
     """Trains one variant and seed unless it finished before; returns its wall time in seconds."""
+    from primejax.train.loop import Trainer
+
     done = os.path.join(workdir, "wall_seconds.json")
     if os.path.isfile(done):
         with open(done) as f:
@@ -184,6 +189,10 @@ def plots(results, window, out):
 
 
 def main():
+    import jax
+
+    from primejax.train.demo import prepare_demo
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=100)
