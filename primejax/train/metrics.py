@@ -84,24 +84,6 @@ def _truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
         os.replace(tmp, path)
 
 
-def _summary_writer_class():
-    """tensorboardX's SummaryWriter, imported without torch unless torch is already loaded.
-
-    tensorboardX imports torch whenever it is installed, only to accept torch tensors, and that
-    import took 2.5 of the 3.0 s of `import tensorboardX` on 2 cores; the writer here logs floats.
-    A `None` entry in `sys.modules` makes `import torch` fail for the duration of the import.
-    """
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-        return SummaryWriter
-    sys.modules["torch"] = None
-    try:
-        from tensorboardX import SummaryWriter
-    finally:
-        del sys.modules["torch"]
-    return SummaryWriter
-
-
 class MetricsWriter:
     """Appends per-step metrics to `metrics.jsonl` / `perf.jsonl` and TensorBoard; see the module docstring.
 
@@ -130,7 +112,8 @@ class MetricsWriter:
             else:
                 _truncate_jsonl(self.workdir / name, resume_step)
         if tensorboard:
-            SummaryWriter = _summary_writer_class()
+            from tensorboardX import SummaryWriter
+
             # TensorBoard reads event files in name order, and tensorboardX names them by the second:
             # the suffix keeps a writer opened in the same second as the last one both distinct and after it.
             self._tensorboard = SummaryWriter(
