@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,9 +120,11 @@ def _run_cli(workdir, *flags, wait=True):
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path):
+def test_resume_after_sigkill_is_bit_exact(demo_dir, tmp_path):
     """With packed steps, whose stream sizes follow each batch."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for workdir in (straight, killed):  # the demo's files, which the runs would otherwise make alike
+        shutil.copytree(os.path.join(demo_dir, "demo"), workdir / "demo")
     result = _run_cli(straight, "--config.packing.enabled=True")
     assert result.returncode == 0, result.stderr[-3000:]
     kill_after = random.Random().randint(1, 3)  # iterations completed before the kill
