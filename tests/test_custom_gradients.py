@@ -149,3 +149,20 @@ def test_token_statistics_gradients_equal_autodiff_of_log_softmax(with_entropy, 
     for a, b in zip(got16, expected):
         assert a.dtype == jnp.bfloat16
         np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.03 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize(("vocab", "sliced"), [(40, True), (41, False)])
+def test_token_statistics_reduce_the_vocabulary_in_slices_when_it_divides(vocab, sliced):
+    keys = jax.random.split(jax.random.key(5), 3)
+    h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (8, vocab)) * 8
+    targets = jax.random.randint(keys[2], TOKENS, 0, vocab)
+    logits = np.asarray(jnp.einsum("...h,hv->...v", h, head), np.float64)  # spread: |l| up to ~60
+    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - logits.max(-1, keepdims=True)
+    got = token_statistics(h, head, targets, True, False)
+    np.testing.assert_allclose(got[0], np.take_along_axis(log_p, np.asarray(targets)[..., None], -1)[..., 0],
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(got[1], -(np.exp(log_p) * log_p).sum(-1), rtol=1e-6, atol=1e-6)
+    # On one CPU device the sums and the max run across slices first, kept apart by a barrier.
+    jaxpr = str(jax.make_jaxpr(lambda h, head: token_statistics(h, head, targets, True, False))(h, head))
+    assert ("optimization_barrier" in jaxpr) == sliced

@@ -164,6 +164,15 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, layout.sharding(axes, x.shape))
 
 
+def on_one_cpu() -> bool:
+    """Whether the code being traced is for one CPU device: no active layout or a one-device one, and
+    the active layout's devices (else the default backend) are CPUs."""
+    layout = _ACTIVE.get()
+    if layout is None:
+        return jax.default_backend() == "cpu"
+    return layout.mesh.size == 1 and layout.mesh.devices.flat[0].platform == "cpu"
+
+
 def constrain_rows(tree: Any) -> Any:
     """Every leaf of `tree` constrained to rows over the batch axes (leading axis)."""
     return jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), tree)
