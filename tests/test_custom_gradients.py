@@ -157,8 +157,8 @@ def test_token_statistics_reduce_the_vocabulary_in_slices_when_it_divides(vocab,
     h, head = _random(keys[0], (*TOKENS, 8)), _random(keys[1], (8, vocab)) * 8
     targets = jax.random.randint(keys[2], TOKENS, 0, vocab)
     logits = np.asarray(jnp.einsum("...h,hv->...v", h, head), np.float64)  # spread: |l| up to ~60
-    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-        - logits.max(-1, keepdims=True)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     got = token_statistics(h, head, targets, True, False)
     np.testing.assert_allclose(got[0], np.take_along_axis(log_p, np.asarray(targets)[..., None], -1)[..., 0],
                                rtol=1e-6, atol=1e-5)

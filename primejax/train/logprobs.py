@@ -91,8 +91,9 @@ def _logits(h: jax.Array, head_t: jax.Array) -> jax.Array:
 def _statistics(h, head_t, targets, with_entropy):
     """(logits, lp, H or None, lse) of the module doc; all but the logits float32."""
     logits = _logits(h, head_t)
-    peak = over_last_axis(jnp.max, logits.astype(jnp.float32))
-    shifted = logits.astype(jnp.float32) - peak[..., None]
+    logits32 = logits.astype(jnp.float32)
+    peak = over_last_axis(jnp.max, logits32)
+    shifted = logits32 - peak[..., None]
     exp = jnp.exp(shifted)
     total = over_last_axis(jnp.sum, exp)
     log_total = jnp.log(total)

@@ -29,4 +29,3 @@ def over_last_axis(reduce: Callable[..., jax.Array], x: jax.Array) -> jax.Array:
         return reduce(x, axis=-1)
     partial_results = reduce(x.reshape(*x.shape[:-1], slices, size // slices), axis=-2)
     return reduce(jax.lax.optimization_barrier(partial_results), axis=-1)
-
