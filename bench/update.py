@@ -13,7 +13,8 @@ What it measures, per dtype:
     B * R * V * 4 bytes, as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them
     to remake them `--chunk` positions at a time.
     They compile with the XLA options of the trainer's default `cpu_products` ("auto": Eigen
-    products in float32, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`).
+    products in float32, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`), and
+    the update steps run the layers as its default `update_layers` says ("auto": unrolled on CPU).
   * primejax packed (`packing.enabled`): the same steps on the real tokens only, in streams of the
     sizes the trainer's loop would choose (`primejax.train.packing`, the default buckets); its
     GFLOP/s counts the streams' tokens and scored positions. Both primejax sides run every round.
@@ -81,7 +82,7 @@ from primejax.train.logprobs import Sequences
 from primejax.train.optim import make_optimizer
 from primejax.train.packing import capacity
 from primejax.train.steps import (AdvantageOptions, ModelState, PolicyOptions, PrmOptions, cpu_compiler_options,
-                                  make_steps)
+                                  make_steps, unrolls_update_layers)
 
 SMALL = {"hidden_size": 512, "intermediate_size": 1536, "num_heads": 8, "num_kv_heads": 4, "head_dim": 64}
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -150,6 +151,7 @@ class JaxUpdate:
             policy_options=PolicyOptions(loss="ppo_clip", agg=c.actor.loss_agg, mini_batch=batch, micro_batch=batch,
                                          shuffle=False),
             chunk=args.chunk, keep_logits=not args.remake_logits,
+            unroll_update_layers=unrolls_update_layers(c.update_layers, jax.default_backend()),
             compiler_options=cpu_compiler_options(c.cpu_products, config.compute_dtype, jax.default_backend()))
         # One whole-batch micro-batch in every step, rows in order: one capacity serves all three.
         self.capacity = capacity(data["segment_ids"], data["response_mask"], np.arange(batch)[None], micro_batch=batch,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from primejax.algo.logprobs import entropy_from_logits, token_log_probs
-from primejax.models.linear import ACTIVATIONS, head_logits, head_logits_t, linear
+from primejax.models.linear import ACTIVATIONS, head_logits, head_logits_t, kernel_gradient, linear
 from primejax.models.mlp import gated_mlp
 from primejax.models.transformer import rms_norm
 from primejax.train.logprobs import token_statistics
@@ -166,3 +166,17 @@ def test_token_statistics_reduce_the_vocabulary_in_slices_when_it_divides(vocab,
     # On one CPU device the sums and the max run across slices first, kept apart by a barrier.
     jaxpr = str(jax.make_jaxpr(lambda h, head: token_statistics(h, head, targets, True, False))(h, head))
     assert ("optimization_barrier" in jaxpr) == sliced
+
+
+def test_kernel_gradient_over_packed_streams_contracts_one_token_axis():
+    """x [streams, slots, in] made by a fusion: the kernel's gradient is one product over the tokens
+    with x as it was made, not a product over two axes that XLA on CPU feeds a transposed copy of x."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    h, dy = _random(keys[0], (2, 24, 16)), _random(keys[1], (2, 24, 40))
+
+    def fn(h, dy):
+        return kernel_gradient(jnp.tanh(h), dy, jnp.float32)
+
+    text = jax.jit(fn, compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}).lower(h, dy).compile().as_text()
+    assert "transpose(" not in text
+    np.testing.assert_allclose(fn(h, dy), jnp.einsum("gti,gto->io", jnp.tanh(h), dy), rtol=1e-5, atol=1e-5)

@@ -159,6 +159,7 @@ def test_resume_after_sigkill_is_bit_exact(demo_dir, tmp_path):
     ({"actor.lr": -1.0}, "actor.lr"),
     ({"packing.buckets": 0}, "packing.buckets"),
     ({"cpu_products": "mkl"}, "cpu_products"),
+    ({"update_layers": "loop"}, "update_layers"),
     ({"demo.enabled": False}, "model.path"),
     ({"demo.answer_only_fraction": 1.2}, "demo.answer_only_fraction"),
 ])

@@ -14,7 +14,7 @@ from primejax.sft import sft_step
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
 from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, \
-    cpu_compiler_options, policy_update, prm_update, score
+    cpu_compiler_options, make_steps, policy_update, prm_update, score, unrolls_update_layers
 
 CONFIG = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                      head_dim=8, max_position_embeddings=64)
@@ -249,3 +249,36 @@ def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_resu
     compiled = jax.jit(fn, compiler_options=eigen).lower(x, w).compile()
     assert "__ynn_fusion" not in compiled.as_text()
     np.testing.assert_allclose(compiled(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_unrolled_update_layers_change_no_result_and_only_the_updates_unroll(params, batch):
+    assert unrolls_update_layers("auto", "cpu") and unrolls_update_layers("unroll", "tpu")
+    assert not unrolls_update_layers("auto", "gpu") and not unrolls_update_layers("scan", "cpu")
+    ref = _full_log_probs(params, batch)[0]
+    acc = jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 1.0])
+    adv = jnp.where(batch.response_mask, jnp.linspace(-0.5, 1.0, ROWS)[:, None], 0.0)
+
+    def arguments(name):
+        fresh = ModelState(jax.tree.map(jnp.copy, params), ADAMW.init(params))
+        if name == "score":
+            return {"policy": params, "reference": params, "prm": params}, batch
+        if name == "prm_update":
+            return fresh, batch, ref, acc, None, None
+        return fresh, batch, ref, ref, adv, jax.random.key(3)
+
+    loops, results = {}, {}
+    for unroll in (False, True):
+        steps = make_steps(policy_config=CONFIG, prm_config=CONFIG, reference_config=CONFIG, policy_optimizer=ADAMW,
+                           prm_optimizer=ADAMW, prm_options=PrmOptions(mini_batch=8, micro_batch=8),
+                           advantage_options=AdvantageOptions(n=N), chunk=4, unroll_update_layers=unroll,
+                           policy_options=PolicyOptions(mini_batch=8, micro_batch=8, shuffle=False))
+        for name in ("score", "prm_update", "policy_update"):
+            fn = getattr(steps, name)
+            loops[unroll, name] = fn.lower(*arguments(name)).as_text().count("stablehlo.while")
+        results[unroll] = steps.policy_update(*arguments("policy_update"))
+    assert loops[True, "score"] == loops[False, "score"]
+    for name in ("prm_update", "policy_update"):
+        # The layer loop of the forward and of the backward pass.
+        assert loops[True, name] == loops[False, name] - 2
+    for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

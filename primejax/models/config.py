@@ -83,6 +83,9 @@ class ModelConfig:
     compute_dtype: str = "float32"
     # How layers are rematerialised under differentiation (REMAT_POLICIES); a run setting, not saved.
     remat: str = "none"
+    # Whether the layer loop runs unrolled rather than scanned (training and scoring); a run setting,
+    # not saved.
+    unroll_layers: bool = False
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -118,6 +121,8 @@ class ModelConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {', '.join(DTYPES)}")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"remat={self.remat!r} must be one of {', '.join(REMAT_POLICIES)}")
+        if not isinstance(self.unroll_layers, bool):
+            raise ConfigError(f"unroll_layers={self.unroll_layers!r} must be True or False")
         if self.sliding_windows and len(self.sliding_windows) != self.num_layers:
             raise ConfigError(
                 f"sliding_windows has {len(self.sliding_windows)} entries for num_layers={self.num_layers}"

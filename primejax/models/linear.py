@@ -66,10 +66,23 @@ def kernel_gradient(x: jax.Array, dy: jax.Array, dtype, out_ndim: int = 1) -> ja
     The left operand of the product is the narrower of x and dy (see `linear`). `out_ndim` is the
     number of trailing axes of dy that are output axes.
     """
-    out = "opqr"[:out_ndim]
-    if math.prod(dy.shape[dy.ndim - out_ndim:]) < x.shape[-1]:
-        return jnp.moveaxis(product(f"...{out},...i->{out}i", dy, x, dtype), -1, 0)
-    return product(f"...i,...{out}->i{out}", x, dy, dtype)
+    out_shape = dy.shape[dy.ndim - out_ndim:]
+    x, dy = tokens_first(x, 1), dy.reshape(-1, math.prod(out_shape))
+    if dy.shape[1] < x.shape[1]:
+        return jnp.moveaxis(product("to,ti->oi", dy, x, dtype).reshape(*out_shape, -1), -1, 0)
+    return product("ti,to->io", x, dy, dtype).reshape(-1, *out_shape)
+
+
+def tokens_first(x: jax.Array, trailing: int) -> jax.Array:
+    """x with its leading axes (all but the last `trailing`) merged into one token axis.
+
+    A product over tokens then contracts one axis: contracting two (a packed batch's streams and
+    slots, [G, C, ...]) makes XLA on CPU lay the left operand out transposed first, a copy of it
+    per product (a [512, 3072] kernel gradient over 3328 tokens: 52 ms against 45 ms). `kernel_gradient`
+    also merges the output axes: XLA on CPU multiplies bfloat16 into float32 only as a plain matrix
+    product.
+    """
+    return x.reshape(-1, *x.shape[x.ndim - trailing:])
 
 
 @jax.custom_vjp
@@ -92,7 +105,8 @@ def _head_logits_fwd(h: jax.Array, head: jax.Array):
 def _head_logits_bwd(residuals, d_logits: jax.Array):
     h, head = residuals
     d_logits = d_logits.astype(h.dtype)
-    return product("...v,vh->...h", d_logits, head, h.dtype), product("...v,...h->vh", d_logits, h, head.dtype)
+    d_head = product("tv,th->vh", tokens_first(d_logits, 1), tokens_first(h, 1), head.dtype)
+    return product("...v,vh->...h", d_logits, head, h.dtype), d_head
 
 
 head_logits.defvjp(_head_logits_fwd, _head_logits_bwd)
@@ -119,7 +133,8 @@ def _head_logits_t_fwd(h: jax.Array, head_t: jax.Array):
 def _head_logits_t_bwd(residuals, d_logits: jax.Array):
     h, head_t = residuals
     d_logits = d_logits.astype(h.dtype)
-    return product("...v,hv->...h", d_logits, head_t, h.dtype), product("...h,...v->hv", h, d_logits, head_t.dtype)
+    d_head_t = product("th,tv->hv", tokens_first(h, 1), tokens_first(d_logits, 1), head_t.dtype)
+    return product("...v,hv->...h", d_logits, head_t, h.dtype), d_head_t
 
 
 head_logits_t.defvjp(_head_logits_t_fwd, _head_logits_t_bwd)

@@ -244,14 +244,17 @@ def hidden_states(
         return h, cache_k, cache_v
 
     if cache is None:
-        # Training and scoring: one scanned layer body keeps compile time flat in depth.
+        # Training and scoring: one scanned layer body keeps compile time flat in depth. Unrolled
+        # (`unroll_layers`), the backward pass reads each layer's residuals where they were made
+        # instead of out of a stack of them, which on CPU costs a copy of every one.
         def scanned(h, inputs):
             return layer(h, *inputs)[0], None
 
         if config.remat != "none":
             scanned = jax.checkpoint(scanned, policy=_REMAT[config.remat], prevent_cse=False)
 
-        h, _ = jax.lax.scan(scanned, h, (params["layers"], jnp.asarray(config.windows, jnp.int32)))
+        h, _ = jax.lax.scan(scanned, h, (params["layers"], jnp.asarray(config.windows, jnp.int32)),
+                            unroll=config.unroll_layers or 1)
     else:
         # With a cache the layers are unrolled, so that each layer's buffers update in place.
         layers = params["layers"]

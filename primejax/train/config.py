@@ -27,6 +27,7 @@ DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
                            "demo.py")
 UPDATE_SCHEDULES = ("after", "before", "reverse", "none")
 CPU_PRODUCTS = ("auto", "eigen", "ynnpack")
+UPDATE_LAYERS = ("auto", "scan", "unroll")
 REFERENCE_TYPES = ("freeze", "policy")
 FILTER_MODES = ("refill", "oversample_select")
 LR_SCHEDULES = ("constant", "cosine")
@@ -83,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
     # small Qwen2 shape ran 1.07x faster on an AMD Zen 3), ynnpack otherwise (its bfloat16
     # kernels use the matrix units of CPUs that have them). Ignored on GPU and TPU.
     c.cpu_products = "auto"
+    # How the PRM and policy updates run the model's layers (UPDATE_LAYERS): "scan" (compile time flat
+    # in depth), "unroll", or "auto": unrolled on CPU, where the scanned backward pass copies every
+    # layer's residuals out of their stack, scanned on GPU and TPU.
+    c.update_layers = "auto"
 
     # The device mesh (primejax.parallel): axis sizes, one of them -1 for "the rest of the devices";
     # `distributed` starts jax.distributed ("auto": when the environment names several processes).
@@ -229,6 +234,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _choice(c.model.compute_dtype, "model.compute_dtype", DTYPES)
     _choice(c.model.remat, "model.remat", REMAT_POLICIES)
     _choice(c.cpu_products, "cpu_products", CPU_PRODUCTS)
+    _choice(c.update_layers, "update_layers", UPDATE_LAYERS)
     _choice(c.reference.dtype, "reference.dtype", ("",) + DTYPES)
     _choice(c.prm.compute_dtype, "prm.compute_dtype", ("",) + DTYPES)
     _choice(c.rollout.dtype, "rollout.dtype", ("",) + DTYPES)

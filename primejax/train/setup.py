@@ -33,6 +33,7 @@ from primejax.train.steps import (
     Steps,
     cpu_compiler_options,
     make_steps,
+    unrolls_update_layers,
 )
 
 ROLES = ("policy", "prm", "reference", "rollout")
@@ -110,6 +111,7 @@ def build_steps(c: ml_collections.ConfigDict, configs: Roles, actor_optimizer: o
             kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
             micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
         chunk=c.logprob_chunk, keep_logits=c.keep_logits, score_micro_batch=c.score_micro_batch_size,
+        unroll_update_layers=unrolls_update_layers(c.update_layers, _platform(placement)),
         placement=placement, compiler_options=cpu_compiler_options(c.cpu_products, configs.policy.compute_dtype,
                                                                    _platform(placement)))
 

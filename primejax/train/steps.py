@@ -335,17 +335,34 @@ def cpu_compiler_options(products: str, compute_dtype: str, platform: str) -> di
     return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+def unrolls_update_layers(update_layers: str, platform: str) -> bool:
+    """Whether the update steps unroll the layer loop, given a run's `update_layers` ("scan",
+    "unroll", or "auto": unrolled when they compile for `platform` "cpu", scanned elsewhere).
+
+    On CPU the scanned backward pass copies each layer's residuals out of their stack before its
+    products; unrolled, a PRIME update of the small Qwen2 shape took 1.03x less time, its two update
+    steps 1.05-1.08x (`bench/RESULTS.md`), for compile time that grows with depth. Scoring, with no
+    backward pass, stays scanned: unrolled it was 0.95x as fast.
+    """
+    if update_layers == "auto":
+        return platform == "cpu"
+    return update_layers == "unroll"
+
+
 def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference_config: ModelConfig,
                policy_optimizer: optax.GradientTransformation, prm_optimizer: optax.GradientTransformation,
                prm_options: PrmOptions, advantage_options: AdvantageOptions, policy_options: PolicyOptions,
-               chunk: int, keep_logits: bool = False, score_micro_batch: int = 0,
+               chunk: int, keep_logits: bool = False, score_micro_batch: int = 0, unroll_update_layers: bool = False,
                placement: Placement = Placement(), compiler_options: dict[str, str] | None = None) -> Steps:
     """Jits the step functions with the run's static choices closed over; the states passed to the
     updates are donated; `chunk` and `keep_logits` are `chunked_log_probs`'s. With a layout, outputs
     get the shardings of `Placement` and activations are constrained by its rules; without one,
-    inputs keep the shardings the caller gave them. `compiler_options` go to XLA with every step
+    inputs keep the shardings the caller gave them. `unroll_update_layers` unrolls the layer loop of
+    the PRM and policy updates (`unrolls_update_layers`). `compiler_options` go to XLA with every step
     (`cpu_compiler_options`)."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
+    if unroll_update_layers:
+        policy_config, prm_config = (c.replace(unroll_layers=True) for c in (policy_config, prm_config))
     rows, replicated = placement.rows(), placement.replicated()
 
     def jit(fn, out_shardings, **kwargs):
