@@ -340,9 +340,9 @@ def unrolls_update_layers(update_layers: str, platform: str) -> bool:
     "unroll", or "auto": unrolled when they compile for `platform` "cpu", scanned elsewhere).
 
     On CPU the scanned backward pass copies each layer's residuals out of their stack before its
-    products; unrolled, a PRIME update of the small Qwen2 shape took 1.03x less time, its two update
-    steps 1.05-1.08x (`bench/RESULTS.md`), for compile time that grows with depth. Scoring, with no
-    backward pass, stays scanned: unrolled it was 0.95x as fast.
+    products. Unrolled, a PRIME update of the small Qwen2 shape took 1.04x less time, its two update
+    steps 1.05-1.10x (`bench/RESULTS.md`), for compile time that grows with depth. Scoring, with no
+    backward pass, stays scanned: unrolled it ran 0.95-0.99x as fast.
     """
     if update_layers == "auto":
         return platform == "cpu"
