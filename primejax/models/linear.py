@@ -38,12 +38,14 @@ def linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x [..., in] @ kernel [in, out], in x's dtype.
 
     The backward pass is written out so that the kernel's gradient is a product over tokens whose
-    left operand is the narrower of x [tokens, in] and dy [tokens, out]: XLA on CPU lays that
-    operand out transposed before the product, so the copy is of min(in, out) columns (x^T dy
-    when in <= out, (dy^T x)^T otherwise). The einsum's transpose rule always made (dy^T x)^T,
-    transposing every [tokens, out] cotangent: a SwiGLU MLP's forward and backward took 1.4x as
-    long, a training step of the layers 1.25x. Choosing the narrower side made the layers' forward
-    and backward 1.05x (float32) and 1.09x (bfloat16) faster than always transposing x.
+    left operand is the narrower of x [tokens, in] and dy [tokens, out] (x^T dy when in <= out,
+    (dy^T x)^T otherwise). When that product contracted several token axes, XLA on CPU laid its
+    left operand out transposed first, and the einsum's transpose rule, which always made
+    (dy^T x)^T, transposed every [tokens, out] cotangent: a SwiGLU MLP's forward and backward took
+    1.4x as long, a training step of the layers 1.25x; the narrower side made the layers 1.05x
+    (float32) and 1.09x (bfloat16) faster than always transposing x. Over one token axis
+    (`kernel_gradient`) nothing is copied, and the narrower left operand is as fast or faster: x of
+    [3328, 1536] and dy of [3328, 512] took 26.8 ms against 28.6 ms.
     """
     return product("...i,io->...o", x, kernel, x.dtype)
 
