@@ -259,9 +259,9 @@ def test_unrolled_update_layers_change_no_result_and_only_the_updates_unroll(par
     adv = jnp.where(batch.response_mask, jnp.linspace(-0.5, 1.0, ROWS)[:, None], 0.0)
 
     def arguments(name):
-        fresh = ModelState(jax.tree.map(jnp.copy, params), ADAMW.init(params))
         if name == "score":
             return {"policy": params, "reference": params, "prm": params}, batch
+        fresh = ModelState(jax.tree.map(jnp.copy, params), ADAMW.init(params))  # the updates donate it
         if name == "prm_update":
             return fresh, batch, ref, acc, None, None
         return fresh, batch, ref, ref, adv, jax.random.key(3)

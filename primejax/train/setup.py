@@ -95,6 +95,7 @@ def state_shardings(optimizer: optax.GradientTransformation, params: Params, con
 def build_steps(c: ml_collections.ConfigDict, configs: Roles, actor_optimizer: optax.GradientTransformation,
                 prm_optimizer: optax.GradientTransformation, placement: Placement) -> Steps:
     """The jitted step functions of the run described by `c`."""
+    platform = _platform(placement)
     return make_steps(
         policy_config=configs.policy, prm_config=configs.prm, reference_config=configs.reference,
         policy_optimizer=actor_optimizer, prm_optimizer=prm_optimizer,
@@ -111,9 +112,9 @@ def build_steps(c: ml_collections.ConfigDict, configs: Roles, actor_optimizer: o
             kl_estimator=c.actor.kl_estimator, epochs=c.actor.epochs, mini_batch=c.actor.mini_batch_size,
             micro_batch=c.actor.micro_batch_size, shuffle=c.actor.shuffle),
         chunk=c.logprob_chunk, keep_logits=c.keep_logits, score_micro_batch=c.score_micro_batch_size,
-        unroll_update_layers=unrolls_update_layers(c.update_layers, _platform(placement)),
-        placement=placement, compiler_options=cpu_compiler_options(c.cpu_products, configs.policy.compute_dtype,
-                                                                   _platform(placement)))
+        unroll_update_layers=unrolls_update_layers(c.update_layers, platform),
+        placement=placement,
+        compiler_options=cpu_compiler_options(c.cpu_products, configs.policy.compute_dtype, platform))
 
 
 def _platform(placement: Placement) -> str:
