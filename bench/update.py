@@ -12,8 +12,8 @@ What it measures, per dtype:
     steps make all of them at once and keep them for their backward pass (`keep_logits`,
     B * R * V * 4 bytes, as PyTorch keeps its [B, R, V] logits) unless `--remake-logits` asks them
     to remake them `--chunk` positions at a time.
-    They compile with the XLA options of the trainer's default `cpu_products` ("auto": Eigen
-    products in float32, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`), and
+    They compile with the XLA options of the trainer's default `cpu_products` ("auto": oneDNN
+    products in float32 on x86-64, YNNPACK in bfloat16; `primejax.train.steps.cpu_compiler_options`), and
     the update steps run the layers as its default `update_layers` says ("auto": unrolled on CPU).
   * primejax packed (`packing.enabled`): the same steps on the real tokens only, in streams of the
     sizes the trainer's loop would choose (`primejax.train.packing`, the default buckets); its

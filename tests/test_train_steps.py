@@ -1,5 +1,6 @@
 """The trainer's step functions: chunked log-probs, the PRM and policy updates, gradient accumulation."""
 
+import platform
 from functools import partial
 
 import jax
@@ -234,11 +235,14 @@ def test_sft_step_lowers_the_response_loss_and_ignores_the_prompt(params, batch)
 
 def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_result():
     eigen = cpu_compiler_options("eigen", "float32", "cpu")
-    assert eigen and cpu_compiler_options("auto", "float32", "cpu") == eigen
+    onednn = cpu_compiler_options("onednn", "float32", "cpu")
+    assert eigen and onednn and onednn != eigen
     assert cpu_compiler_options("eigen", "bfloat16", "cpu") == eigen
     assert cpu_compiler_options("auto", "bfloat16", "cpu") == {}
     assert cpu_compiler_options("ynnpack", "float32", "cpu") == {}
-    assert cpu_compiler_options("eigen", "float32", "tpu") == cpu_compiler_options("auto", "float32", "gpu") == {}
+    assert cpu_compiler_options("onednn", "float32", "tpu") == cpu_compiler_options("auto", "float32", "gpu") == {}
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert cpu_compiler_options("auto", "float32", "cpu") == (onednn if x86 else {})
 
     keys = jax.random.split(jax.random.key(0), 2)
     x, w = jax.random.normal(keys[0], (64, 32)), jax.random.normal(keys[1], (32, 48))
@@ -246,9 +250,13 @@ def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_resu
     def fn(x, w):
         return jnp.tanh(x @ w).sum(-1)
 
-    compiled = jax.jit(fn, compiler_options=eigen).lower(x, w).compile()
-    assert "__ynn_fusion" not in compiled.as_text()
-    np.testing.assert_allclose(compiled(x, w), jax.jit(fn)(x, w), rtol=1e-5, atol=1e-5)
+    expected = jax.jit(fn)(x, w)
+    for options in (eigen, onednn):
+        compiled = jax.jit(fn, compiler_options=options).lower(x, w).compile()
+        assert "__ynn_fusion" not in compiled.as_text()
+        if x86:
+            assert ("__onednn_fusion" in compiled.as_text()) == (options is onednn)
+        np.testing.assert_allclose(compiled(x, w), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unrolled_update_layers_change_no_result_and_only_the_updates_unroll(params, batch):
