@@ -40,10 +40,10 @@ What it measures, per dtype:
                 + 4 * B * (P + R)^2 * heads * head_dim * layers           (scores and weighted values)
         update  = 3 forwards (scoring) + 2 * 3 forwards (a backward pass costs 2 forwards)
     achieved GFLOP/s = update FLOPs / median update time. The matmul peak is measured in every round,
-    right after its updates: the faster of a jitted jnp.dot (float32 accumulation) and torch.mm of
-    two 2048 x 2048 matrices in the dtype. "% of peak" is the median over rounds of the round's
-    GFLOP/s over its peak, so a machine whose speed swings between rounds compares each update with
-    the peak of its moment.
+    right after its updates: the faster of a jitted jnp.dot (float32 accumulation, the steps' XLA
+    options) and torch.mm of two 2048 x 2048 matrices in the dtype. "% of peak" is the median over
+    rounds of the round's GFLOP/s over its peak, so a machine whose speed swings between rounds
+    compares each update with the peak of its moment.
   * Both sides share the process and so the allocator; `--reexec-tcmalloc` reruns the script with
     LD_PRELOAD set to tcmalloc (freed memory kept in the process), `--reexec-huge-pages` with glibc
     malloc asked for transparent huge pages (bench/allocator.py says why this matters for XLA on CPU).
@@ -108,11 +108,13 @@ def matmul_peaks(dtype):
     """(jnp.dot FLOP/s, torch.mm FLOP/s) on two 2048 x 2048 matrices of `dtype`, measured now.
 
     jnp.dot accumulates in float32, as primejax's products do: with bfloat16 operands XLA on CPU
-    multiplies several times faster into a float32 result than into a bfloat16 one.
+    multiplies several times faster into a float32 result than into a bfloat16 one. It compiles
+    with the XLA options the steps compile with, so it multiplies with the same library.
     """
     n = 2048
     a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
-    dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    options = cpu_compiler_options(base_config().cpu_products, dtype, jax.default_backend())
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32), compiler_options=options)
     t = torch.randn(n, n, dtype=TORCH_DTYPES[dtype])
     return (2 * n**3 / median_time(lambda: dot(a, a).block_until_ready()),
             2 * n**3 / median_time(lambda: torch.mm(t, t)))
