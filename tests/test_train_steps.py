@@ -1,6 +1,5 @@
 """The trainer's step functions: chunked log-probs, the PRM and policy updates, gradient accumulation."""
 
-import platform
 from functools import partial
 
 import jax
@@ -14,7 +13,7 @@ from primejax.models import ModelConfig, forward, init_params, positions_from_se
 from primejax.sft import sft_step
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
-from primejax.train.steps import AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, \
+from primejax.train.steps import X86_HOST, AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, \
     cpu_compiler_options, make_steps, policy_update, prm_update, score, unrolls_update_layers
 
 CONFIG = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -241,8 +240,7 @@ def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_resu
     assert cpu_compiler_options("auto", "bfloat16", "cpu") == {}
     assert cpu_compiler_options("ynnpack", "float32", "cpu") == {}
     assert cpu_compiler_options("onednn", "float32", "tpu") == cpu_compiler_options("auto", "float32", "gpu") == {}
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    assert cpu_compiler_options("auto", "float32", "cpu") == (onednn if x86 else {})
+    assert cpu_compiler_options("auto", "float32", "cpu") == (onednn if X86_HOST else {})
 
     keys = jax.random.split(jax.random.key(0), 2)
     x, w = jax.random.normal(keys[0], (64, 32)), jax.random.normal(keys[1], (32, 48))
@@ -254,7 +252,7 @@ def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_resu
     for options in (eigen, onednn):
         compiled = jax.jit(fn, compiler_options=options).lower(x, w).compile()
         assert "__ynn_fusion" not in compiled.as_text()
-        if x86:
+        if X86_HOST:
             assert ("__onednn_fusion" in compiled.as_text()) == (options is onednn)
         np.testing.assert_allclose(compiled(x, w), expected, rtol=1e-5, atol=1e-5)
 

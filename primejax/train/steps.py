@@ -325,6 +325,10 @@ class Steps:
     policy_options: PolicyOptions
 
 
+# Whether this host is x86-64, where `cpu_products` "auto" means oneDNN for float32 compute.
+X86_HOST = machine().lower() in ("x86_64", "amd64")
+
+
 def cpu_compiler_options(products: str, compute_dtype: str, platform: str) -> dict[str, str | bool]:
     """XLA options that make the step functions multiply with `products` (a run's `cpu_products`)
     when they compile for `platform` "cpu"; none elsewhere, and none for ynnpack, XLA's default.
@@ -338,8 +342,7 @@ def cpu_compiler_options(products: str, compute_dtype: str, platform: str) -> di
     the update steps.
     """
     if products == "auto":
-        x86 = machine().lower() in ("x86_64", "amd64")
-        products = "onednn" if jnp.dtype(compute_dtype) == jnp.float32 and x86 else "ynnpack"
+        products = "onednn" if jnp.dtype(compute_dtype) == jnp.float32 and X86_HOST else "ynnpack"
     if platform != "cpu" or products == "ynnpack":
         return {}
     options: dict[str, str | bool] = {"xla_cpu_experimental_ynn_fusion_type": ""}
