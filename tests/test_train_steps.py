@@ -14,7 +14,7 @@ from primejax.sft import sft_step
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
 from primejax.train.steps import X86_HOST, AdvantageOptions, ModelState, PolicyOptions, PrmOptions, advantages, \
-    cpu_compiler_options, make_steps, policy_update, prm_update, score, unrolls_update_layers
+    cpu_compiler_options, make_steps, policy_update, prm_update, score, turns_ynnpack_off, unrolls_update_layers
 
 CONFIG = ModelConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                      head_dim=8, max_position_embeddings=64)
@@ -255,6 +255,25 @@ def test_cpu_products_choose_the_library_of_cpu_products_only_and_change_no_resu
         if X86_HOST:
             assert ("__onednn_fusion" in compiled.as_text()) == (options is onednn)
         np.testing.assert_allclose(compiled(x, w), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_steps_reduce_short_rows_in_two_steps_where_their_options_turn_ynnpack_off(batch):
+    """A head dimension of 64: Δ of the attention's backward pass is reduced across 4 slices first,
+    kept apart by a barrier, under the Eigen and oneDNN options, and in one step under XLA's defaults."""
+    eigen, onednn = cpu_compiler_options("eigen", "float32", "cpu"), cpu_compiler_options("onednn", "float32", "cpu")
+    assert turns_ynnpack_off(eigen) and turns_ynnpack_off(onednn)
+    assert not turns_ynnpack_off({}) and not turns_ynnpack_off(None)
+    config = CONFIG.replace(head_dim=64)
+    state = jax.eval_shape(lambda: ModelState(*(lambda p: (p, ADAMW.init(p)))(init_params(config, jax.random.key(0)))))
+    rows = jax.ShapeDtypeStruct((ROWS, RESPONSE), jnp.float32)
+    for options in (eigen, None):
+        steps = make_steps(policy_config=config, prm_config=config, reference_config=config, policy_optimizer=ADAMW,
+                           prm_optimizer=ADAMW, prm_options=PrmOptions(mini_batch=8, micro_batch=8),
+                           advantage_options=AdvantageOptions(n=N), chunk=4, compiler_options=options,
+                           policy_options=PolicyOptions(mini_batch=8, micro_batch=8))
+        text = steps.prm_update.lower(state, batch, rows, jax.ShapeDtypeStruct((ROWS,), jnp.float32), None,
+                                      None).as_text()
+        assert ("optimization_barrier" in text) == (options is eigen)
 
 
 def test_unrolled_update_layers_change_no_result_and_only_the_updates_unroll(params, batch):

@@ -26,7 +26,7 @@ The statistics take one max and one exponential per logit:
     lp = (l_y − m) − log S                 H = log S − Σ_v e_v (l_v − m) / S
 
 Each sum and max over the vocabulary runs in two steps on one CPU device
-(`primejax.train.reductions`): logsumexp of [512, 32000] logits took 51 ms as one reduction and 8 ms
+(`primejax.models.reductions`): logsumexp of [512, 32000] logits took 51 ms as one reduction and 8 ms
 in two on two cores.
 
 Each chunk keeps its hidden states, logsumexp and entropy, and remakes its logits in the backward
@@ -50,10 +50,10 @@ from primejax.models import ModelConfig, hidden_states, positions_from_segment_i
 from primejax.models.linear import head_logits_t
 from primejax.models.packing import pack, take_slots, to_rows, to_stream
 from primejax.models.params import Params
+from primejax.models.reductions import over_last_axis
 from primejax.models.transformer import output_embedding
 from primejax.parallel.rules import constrain
 from primejax.train.packing import Capacity
-from primejax.train.reductions import over_last_axis
 
 
 @partial(jax.tree_util.register_dataclass,

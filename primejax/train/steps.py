@@ -30,6 +30,7 @@ import optax
 from primejax import algo
 from primejax.models import ModelConfig
 from primejax.models.params import Params
+from primejax.models.reductions import traced_with_ynnpack_fusions_off
 from primejax.parallel.rules import Layout, constrain_rows, replicate, traced_under
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
@@ -352,6 +353,13 @@ def cpu_compiler_options(products: str, compute_dtype: str, platform: str) -> di
     return options
 
 
+def turns_ynnpack_off(compiler_options: dict[str, str | bool] | None) -> bool:
+    """Whether `compiler_options` turn YNNPACK's fusions off, which leaves XLA on CPU to reduce by
+    itself; the step functions then reduce short rows in two steps as well
+    (`primejax.models.reductions.over_short_rows`)."""
+    return (compiler_options or {}).get("xla_cpu_experimental_ynn_fusion_type") == ""
+
+
 def unrolls_update_layers(update_layers: str, platform: str) -> bool:
     """Whether the update steps unroll the layer loop, given a run's `update_layers` ("scan",
     "unroll", or "auto": unrolled when they compile for `platform` "cpu", scanned elsewhere).
@@ -376,17 +384,20 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
     get the shardings of `Placement` and activations are constrained by its rules; without one,
     inputs keep the shardings the caller gave them. `unroll_update_layers` unrolls the layer loop of
     the PRM and policy updates (`unrolls_update_layers`). `compiler_options` go to XLA with every step
-    (`cpu_compiler_options`)."""
+    (`cpu_compiler_options`); where they turn YNNPACK's fusions off, the steps reduce short rows in
+    two steps too (`turns_ynnpack_off`)."""
     configs = {"policy": policy_config, "reference": reference_config, "prm": prm_config}
     if unroll_update_layers:
         policy_config, prm_config = (c.replace(unroll_layers=True) for c in (policy_config, prm_config))
     rows, replicated = placement.rows(), placement.replicated()
 
+    ynnpack_off = turns_ynnpack_off(compiler_options)
+
     def jit(fn, out_shardings, **kwargs):
         if placement.layout is None:
             out_shardings = None
-        return jax.jit(traced_under(fn, placement.layout), out_shardings=out_shardings,
-                       compiler_options=compiler_options, **kwargs)
+        return jax.jit(traced_with_ynnpack_fusions_off(traced_under(fn, placement.layout), ynnpack_off),
+                       out_shardings=out_shardings, compiler_options=compiler_options, **kwargs)
 
     return Steps(
         score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
