@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from functools import wraps
 
 import jax
 
@@ -49,17 +48,6 @@ def ynnpack_fusions_off(off: bool = True) -> Iterator[None]:
         yield
     finally:
         _YNNPACK_OFF.reset(token)
-
-
-def traced_with_ynnpack_fusions_off(fn: Callable, off: bool) -> Callable:
-    """`fn` inside `ynnpack_fusions_off(off)` whenever it runs (so when jit traces it)."""
-
-    @wraps(fn)
-    def wrapped(*args, **kwargs):
-        with ynnpack_fusions_off(off):
-            return fn(*args, **kwargs)
-
-    return wrapped
 
 
 def slice_count(size: int) -> int:

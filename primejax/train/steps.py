@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from functools import partial
+from functools import partial, wraps
 from platform import machine
 from typing import Any
 
@@ -30,8 +30,8 @@ import optax
 from primejax import algo
 from primejax.models import ModelConfig
 from primejax.models.params import Params
-from primejax.models.reductions import traced_with_ynnpack_fusions_off
-from primejax.parallel.rules import Layout, constrain_rows, replicate, traced_under
+from primejax.models.reductions import ynnpack_fusions_off
+from primejax.parallel.rules import Layout, active, constrain_rows, replicate
 from primejax.train.logprobs import Sequences, chunked_log_probs
 from primejax.train.packing import Capacity
 
@@ -396,8 +396,13 @@ def make_steps(*, policy_config: ModelConfig, prm_config: ModelConfig, reference
     def jit(fn, out_shardings, **kwargs):
         if placement.layout is None:
             out_shardings = None
-        return jax.jit(traced_with_ynnpack_fusions_off(traced_under(fn, placement.layout), ynnpack_off),
-                       out_shardings=out_shardings, compiler_options=compiler_options, **kwargs)
+
+        @wraps(fn)
+        def traced(*args, **named):  # the contexts hold while jit traces fn
+            with active(placement.layout), ynnpack_fusions_off(ynnpack_off):
+                return fn(*args, **named)
+
+        return jax.jit(traced, out_shardings=out_shardings, compiler_options=compiler_options, **kwargs)
 
     return Steps(
         score=jit(partial(score, configs=configs, chunk=chunk, micro_batch=score_micro_batch), rows,
