@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from primejax.models import ModelConfig, hidden_states, init_params, positions_from_segment_ids
+from primejax.models.config import RopeConfig
 from primejax.models.packing import pack, to_rows, to_stream
 from primejax.train.packing import Capacity, capacity
 
@@ -54,6 +55,27 @@ def test_packed_hidden_states_equal_the_padded_ones_on_real_tokens():
     assert packed.shape == (2, 10, 32)
     real = np.asarray(segments) != 0
     np.testing.assert_allclose(np.asarray(to_rows(packed, packing))[real], np.asarray(padded)[real], atol=1e-5)
+
+
+def test_packed_rotary_scaling_sees_the_largest_position_of_the_rows():
+    """Dynamic NTK stretches its base by the call's largest position: with packing, as without it, that
+    of the rows (here a pad run's 7, past max_position_embeddings = 6; the real tokens reach 5)."""
+    config = ModelConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                         num_kv_heads=2, head_dim=8, max_position_embeddings=6,
+                         rope=RopeConfig(rope_type="dynamic", params=(("factor", 64.0),)))
+    params = init_params(config, jax.random.key(0))
+    segments = jnp.asarray(np.repeat(MASK, 2, axis=1))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 61, segments.shape)) * segments
+    positions = positions_from_segment_ids(segments)
+    real = np.asarray(segments) != 0
+    assert int(positions.max()) == 7 and int(positions[real].max()) == 5
+    padded, _ = hidden_states(params, tokens, positions, segments, config=config)
+    unscaled, _ = hidden_states(params, tokens, jnp.where(real, positions, 0), segments, config=config)
+    packing = pack(segments, groups=2, capacity=10)
+    packed, _ = hidden_states(params, tokens, positions, segments, config=config, packing=packing)
+    packed = np.asarray(to_rows(packed, packing))[real]
+    np.testing.assert_allclose(packed, np.asarray(padded)[real], atol=1e-5)
+    assert np.abs(packed - np.asarray(unscaled)[real]).max() > 1e-3
 
 
 def test_capacity_holds_the_largest_group_of_any_micro_batch_rounded_up_to_a_bucket():

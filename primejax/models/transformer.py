@@ -196,15 +196,19 @@ def hidden_states(
     """
     dtype = jnp.dtype(config.compute_dtype)
     seq = tokens.shape[1]
+    if packing is not None and cache is not None:
+        raise ValueError("a packed batch runs without a cache")
+    # With packing, the rotary tables are made on the rows (the largest position, which scales
+    # dynamic NTK and LongRoPE, is that of the rows as without packing) and packed like the tokens.
+    # Made on the stream, XLA on CPU fuses cos and sin into every use of the unrolled update steps,
+    # so that each layer's q and k rotations, forward and backward, compute them again for every head.
+    cos, sin = rope_tables(config, positions)
     if packing is not None:
-        if cache is not None:
-            raise ValueError("a packed batch runs without a cache")
-        tokens, positions = to_stream(tokens, packing), to_stream(positions, packing)
+        tokens, cos, sin = (to_stream(x, packing) for x in (tokens, cos, sin))
     # The table whole along the hidden axis (FSDP gathers it, as it gathers every weight where it
     # is used), so that the looked-up rows come out split by batch rows alone.
     table = constrain(params["embed"]["embedding"], ("act_vocab", "act_embed"))
     h = constrain(jnp.take(table, tokens, axis=0).astype(dtype), _HIDDEN)
-    cos, sin = rope_tables(config, positions)
     segment_ids = segment_ids.astype(jnp.int32)
 
     if cache is None:
